@@ -1,0 +1,27 @@
+"""`atoken convert`: official checkpoint (.pt + .yaml) -> diffusers folder (config.json + safetensors)."""
+
+from __future__ import annotations
+
+import argparse
+
+from .common import DTYPES
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("convert", help="convert an official AToken checkpoint into a diffusers folder")
+    p.add_argument("--checkpoint", required=True, help="official .pt file (e.g. atoken-soc.pt)")
+    p.add_argument("--config", required=True, help="its YAML config (e.g. atoken-soc.yaml)")
+    p.add_argument("--output", required=True, help="folder to write (config.json + diffusion_pytorch_model.safetensors)")
+    p.add_argument("--dtype", choices=sorted(DTYPES), default="fp32", help="storage dtype of the weights")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> None:
+    from ..conversion.original import load_original_autoencoder, save_atomically
+
+    model = load_original_autoencoder(args.checkpoint, args.config, torch_dtype=DTYPES[args.dtype])
+    out = save_atomically(model, args.output, overwrite=args.overwrite)
+    n = sum(p.numel() for p in model.parameters())
+    print(f"wrote {out} ({n / 1e6:.1f}M parameters, {args.dtype}, latent_channels={model.config.latent_channels}, "
+          f"fsq={'yes' if model.quantizer is not None else 'no'})")

@@ -1,0 +1,25 @@
+"""The `atoken` command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import convert, reconstruct, selftest
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="atoken", description="AToken for diffusers: convert, reconstruct, check.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for module in (convert, reconstruct, selftest):
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

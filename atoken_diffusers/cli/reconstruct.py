@@ -1,0 +1,58 @@
+"""`atoken reconstruct`: encode and decode an image or a video file, save the result, print PSNR/SSIM."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from .common import DTYPES, load_model
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("reconstruct", help="reconstruct an image or video through AToken and report PSNR/SSIM")
+    p.add_argument("input", help="image (png, jpg, ...) or video (mp4, mov, webm, ...)")
+    p.add_argument("--model", required=True, help="converted folder, or an official .pt together with --config")
+    p.add_argument("--config", help="official YAML when --model is a .pt file")
+    p.add_argument("--output", required=True, help="where to write the reconstruction (same kind as the input)")
+    p.add_argument("--dtype", choices=sorted(DTYPES), default="fp32")
+    p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
+    p.add_argument("--max-frames", type=int, default=64, help="read at most this many video frames")
+    p.add_argument("--tiling", action="store_true", help="spatial tiles for large inputs (saves memory)")
+    p.add_argument("--discrete", action="store_true", help="reconstruct through FSQ tokens (So/D models)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> None:
+    from ..utils.media import is_video, load_image, load_video, save_image, save_video
+    from ..utils.metrics import psnr, ssim
+
+    model = load_model(args.model, args.config, args.dtype, args.device)
+    if args.tiling:
+        model.enable_tiling()
+    video = is_video(args.input)
+    if video:
+        x, fps = load_video(args.input, max_frames=args.max_frames)
+    else:
+        x = load_image(args.input)
+    x = x.to(model.device)
+    start = time.perf_counter()
+    with torch.inference_mode():
+        if args.discrete:
+            indices = model.tokenize(x)
+            rec = model.decode(model.detokenize(indices)).sample
+            rec = rec[..., : x.shape[-2], : x.shape[-1]]
+            rec = rec[:, :, : x.shape[2]] if video else rec
+        else:
+            rec = model(x).sample
+    seconds = time.perf_counter() - start
+    rec = rec.float().clamp(-1, 1).cpu()
+    x = x.float().cpu()
+    if video:
+        save_video(rec, args.output, fps=fps)
+    else:
+        save_image(rec, args.output)
+    shape = "x".join(str(s) for s in x.shape[2:])
+    print(f"{args.input} ({shape}) -> {args.output}: PSNR {psnr(rec, x):.2f} dB, SSIM {ssim(rec, x):.4f}, "
+          f"{seconds:.2f} s on {model.device} ({args.dtype})")

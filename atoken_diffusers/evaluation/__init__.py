@@ -1,0 +1,1 @@
+"""Evaluation: parity with the official implementation, reconstruction quality."""

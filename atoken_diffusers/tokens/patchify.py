@@ -1,0 +1,78 @@
+"""Dense tensors <-> token sets.
+
+A dense clip (B, C, T, H, W) is cut into patches of (pt, ph, pw) = (4, 16, 16); every patch becomes one token whose
+vector is flattened in the order (pt, ph, pw, c) and whose coordinate is (b, t, x, y, 0), x being the patch row and
+y the patch column. Latent grids (B, C, t, h, w) use the same code with a (1, 1, 1) patch.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from .sparse import SparseTokens
+
+PATCH_SIZE = (4, 16, 16)
+
+
+def grid_coords(batch: int, t: int, h: int, w: int, device=None) -> torch.Tensor:
+    """(B*t*h*w, 5) coordinates of a dense grid in row order (b, t, x, y), z = 0."""
+    b_, t_, x_, y_ = torch.meshgrid(
+        *(torch.arange(n, device=device) for n in (batch, t, h, w)), indexing="ij"
+    )
+    zeros = torch.zeros_like(b_)
+    return torch.stack([b_, t_, x_, y_, zeros], dim=-1).reshape(-1, 5)
+
+
+def grid_to_tokens(x: torch.Tensor, patch: Sequence[int] = PATCH_SIZE) -> SparseTokens:
+    """Cut a dense (B, C, T, H, W) tensor into tokens; T, H, W must be multiples of ``patch``."""
+    b, c, t, h, w = x.shape
+    pt, ph, pw = patch
+    if t % pt or h % ph or w % pw:
+        raise ValueError(f"grid_to_tokens: size (T={t}, H={h}, W={w}) is not a multiple of the patch {tuple(patch)}.")
+    nt, nh, nw = t // pt, h // ph, w // pw
+    feats = (
+        x.reshape(b, c, nt, pt, nh, ph, nw, pw)
+        .permute(0, 2, 4, 6, 3, 5, 7, 1)  # b, t, x, y | pt, ph, pw, c
+        .reshape(b * nt * nh * nw, pt * ph * pw * c)
+    )
+    return SparseTokens(feats, grid_coords(b, nt, nh, nw, device=x.device))
+
+
+def tokens_to_grid(
+    feats: torch.Tensor, grid: Sequence[int], patch: Sequence[int] = PATCH_SIZE, channels: int | None = None
+) -> torch.Tensor:
+    """Inverse of :func:`grid_to_tokens` for tokens in grid row order.
+
+    Args:
+        feats: (B*t*h*w, pt*ph*pw*C) token vectors.
+        grid: (B, t, h, w), the token grid.
+    Returns:
+        (B, C, t*pt, h*ph, w*pw).
+    """
+    b, nt, nh, nw = grid
+    pt, ph, pw = patch
+    c = channels if channels is not None else feats.shape[1] // (pt * ph * pw)
+    return (
+        feats.reshape(b, nt, nh, nw, pt, ph, pw, c)
+        .permute(0, 7, 1, 4, 2, 5, 3, 6)
+        .reshape(b, c, nt * pt, nh * ph, nw * pw)
+    )
+
+
+def pad_to_patches(x: torch.Tensor, patch: Sequence[int] = PATCH_SIZE) -> torch.Tensor:
+    """Pad a (B, C, T, H, W) clip so every side is a multiple of ``patch``.
+
+    Rows/columns are padded by repeating the border (no artificial edges for the encoder to reproduce); frames are
+    padded with zeros (mid-grey), exactly how AToken represents a single image as the first frame of a 4-frame group.
+    """
+    _, _, t, h, w = x.shape
+    pt, ph, pw = patch
+    dh, dw, dt = -h % ph, -w % pw, -t % pt
+    if dh or dw:
+        x = F.pad(x, (0, dw, 0, dh, 0, 0), mode="replicate")
+    if dt:
+        x = F.pad(x, (0, 0, 0, 0, 0, dt))
+    return x

@@ -1,0 +1,104 @@
+"""Input checks shared by every public entry point. Each error names the argument and says how to fix it."""
+
+from __future__ import annotations
+
+import torch
+
+# Pixels are expected in [-1, 1]; a little overshoot (e.g. from a previous decode) is fine, 0..255 or 0..1-scaled
+# garbage is not.
+PIXEL_LIMIT = 1.5
+
+
+def check_tensor(x, name: str) -> torch.Tensor:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor; got {type(x).__name__}.")
+    if x.numel() == 0:
+        raise ValueError(f"{name} is empty (shape {tuple(x.shape)}); pass at least one sample with a non-zero size.")
+    return x
+
+
+def check_finite(x: torch.Tensor, name: str) -> None:
+    if x.is_floating_point() and not torch.isfinite(x).all():
+        bad = (~torch.isfinite(x)).sum().item()
+        raise ValueError(f"{name} contains {bad} NaN/Inf values; clean the input (e.g. torch.nan_to_num) first.")
+
+
+def check_pixels(x, name: str = "x", channels: int = 3) -> torch.Tensor:
+    """Validate images (B, C, H, W) or videos (B, C, T, H, W) in [-1, 1]."""
+    check_tensor(x, name)
+    if x.ndim not in (4, 5):
+        raise ValueError(
+            f"{name} must be images (B, {channels}, H, W) or videos (B, {channels}, T, H, W); got rank {x.ndim} "
+            f"with shape {tuple(x.shape)}. Add a batch dimension with {name}[None] if you passed a single sample."
+        )
+    if not x.is_floating_point():
+        raise TypeError(
+            f"{name} has dtype {x.dtype}; pass float pixels in [-1, 1], e.g. {name}.float() / 127.5 - 1 for uint8 images."
+        )
+    if x.shape[1] != channels:
+        hint = " (channel-last input? use x.permute(0, 3, 1, 2))" if x.shape[-1] == channels else ""
+        raise ValueError(f"{name} must have {channels} channels in dim 1; got shape {tuple(x.shape)}{hint}.")
+    check_finite(x, name)
+    peak = x.detach().abs().max().item()
+    if peak > PIXEL_LIMIT:
+        raise ValueError(
+            f"{name} has values up to {peak:.3g} but pixels must lie in [-1, 1]; rescale 0..255 input with "
+            f"{name} / 127.5 - 1 (or 0..1 input with {name} * 2 - 1)."
+        )
+    return x
+
+
+def check_latents(z, channels: int, name: str = "z") -> torch.Tensor:
+    """Validate latents (B, C, h, w) or (B, C, t, h, w)."""
+    check_tensor(z, name)
+    if z.ndim not in (4, 5):
+        raise ValueError(
+            f"{name} must be image latents (B, {channels}, h, w) or video latents (B, {channels}, t, h, w); got shape "
+            f"{tuple(z.shape)}."
+        )
+    if not z.is_floating_point():
+        raise TypeError(f"{name} must be a float tensor; got {z.dtype}. For FSQ indices use detokenize().")
+    if z.shape[1] != channels:
+        raise ValueError(
+            f"{name} must have {channels} latent channels in dim 1 (this model's latent_channels); got shape {tuple(z.shape)}."
+        )
+    check_finite(z, name)
+    return z
+
+
+def check_indices(indices, num_codebooks: int, codebook_size: int, name: str = "indices") -> torch.Tensor:
+    """Validate FSQ indices (B, num_codebooks, h, w) or (B, num_codebooks, t, h, w)."""
+    check_tensor(indices, name)
+    if indices.is_floating_point() or indices.dtype == torch.bool:
+        raise TypeError(f"{name} must be an integer tensor of codebook indices; got {indices.dtype}.")
+    if indices.ndim not in (4, 5) or indices.shape[1] != num_codebooks:
+        raise ValueError(
+            f"{name} must have shape (B, {num_codebooks}, h, w) or (B, {num_codebooks}, t, h, w); got {tuple(indices.shape)}."
+        )
+    lo, hi = indices.min().item(), indices.max().item()
+    if lo < 0 or hi >= codebook_size:
+        raise ValueError(f"{name} must lie in [0, {codebook_size}); got values in [{lo}, {hi}].")
+    return indices
+
+
+def check_tokens(tokens, channels: int, name: str = "tokens", pos_limit: int | None = None):
+    """Validate a :class:`SparseTokens` set: feature width, finite values, coordinates, samples numbered 0..B-1."""
+    from ..tokens.sparse import SparseTokens
+
+    if not isinstance(tokens, SparseTokens):
+        raise TypeError(f"{name} must be a SparseTokens(feats, coords); got {type(tokens).__name__}.")
+    if tokens.num_tokens == 0:
+        raise ValueError(f"{name} holds no tokens; pass at least one.")
+    if tokens.feats.shape[1] != channels:
+        raise ValueError(f"{name}.feats must have {channels} channels; got {tokens.feats.shape[1]}.")
+    if not tokens.feats.is_floating_point():
+        raise TypeError(f"{name}.feats must be a float tensor; got {tokens.feats.dtype}.")
+    check_finite(tokens.feats, f"{name}.feats")
+    if (tokens.coords < 0).any():
+        raise ValueError(f"{name}.coords must be non-negative (b, t, x, y, z) indices.")
+    present = torch.unique(tokens.coords[:, 0])
+    if present.numel() != int(present.max()) + 1:
+        raise ValueError(
+            f"{name}.coords sample indices (column b) must be 0..B-1 without gaps; got {present.tolist()[:8]}."
+        )
+    return tokens

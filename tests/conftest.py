@@ -1,0 +1,55 @@
+"""Shared fixtures. Models are tiny (2 blocks, 64 wide); the parity weights are the official-format random weights of
+shared/parity, copied to tests/data/parity."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from atoken_diffusers import AutoencoderAToken
+from atoken_diffusers.conversion import load_original_autoencoder, save_atomically
+
+PARITY = Path(__file__).parent / "data" / "parity"
+
+
+@pytest.fixture(scope="session")
+def parity_dir() -> Path:
+    return PARITY
+
+
+@pytest.fixture(scope="session")
+def converted_dirs(tmp_path_factory) -> dict[str, Path]:
+    """The parity checkpoint converted with both configs into diffusers folders."""
+    root = tmp_path_factory.mktemp("converted")
+    out = {}
+    for name, config in (("plain", "atoken_config.yaml"), ("fsq", "atoken_config_fsq.yaml")):
+        model = load_original_autoencoder(PARITY / "atoken.pt", PARITY / config)
+        out[name] = save_atomically(model, root / name)
+    return out
+
+
+@pytest.fixture(scope="session")
+def fsq_model(converted_dirs) -> AutoencoderAToken:
+    return AutoencoderAToken.from_pretrained(converted_dirs["fsq"]).eval()
+
+
+@pytest.fixture()
+def tiny_model() -> AutoencoderAToken:
+    torch.manual_seed(0)
+    return AutoencoderAToken.from_preset("tiny").eval()
+
+
+def real_image(height: int = 64, width: int = 80) -> torch.Tensor:
+    """scikit-image's astronaut photograph, downsampled and cropped, as (1, 3, H, W) in [-1, 1]."""
+    from skimage import data, transform
+
+    img = transform.resize(data.astronaut(), (256, 256), anti_aliasing=True)[:height, :width]
+    return torch.from_numpy(np.ascontiguousarray(img)).float().permute(2, 0, 1)[None] * 2 - 1
+
+
+@pytest.fixture()
+def image() -> torch.Tensor:
+    return real_image()
