@@ -37,6 +37,12 @@ def fsq_model(converted_dirs) -> AutoencoderAToken:
 
 
 @pytest.fixture()
+def plain_model(converted_dirs) -> AutoencoderAToken:
+    """The official-format tiny weights without FSQ (a fresh copy per test)."""
+    return AutoencoderAToken.from_pretrained(converted_dirs["plain"]).eval()
+
+
+@pytest.fixture()
 def tiny_model() -> AutoencoderAToken:
     torch.manual_seed(0)
     return AutoencoderAToken.from_preset("tiny").eval()

@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import tempfile
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -96,7 +97,9 @@ def load_original_config(path: str | os.PathLike) -> dict:
 def load_original_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Load an official ``.pt`` state dict safely (weights_only) and check that it is one."""
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # the official files use pickle protocol 4, which torch merely notes
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises UnpicklingError for anything but plain tensors/containers
         raise ValueError(f"{path} could not be loaded as a weights-only checkpoint: {err}") from err
     for wrapper in ("state_dict", "model", "module"):

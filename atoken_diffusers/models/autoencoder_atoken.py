@@ -16,6 +16,8 @@ from diffusers.utils import BaseOutput
 from diffusers.utils.accelerate_utils import apply_forward_hook
 from torch import nn
 
+from ..layers.pooling_head import AttentionPoolingHead
+from ..layers.position_table import LearnedPositionTable
 from ..quantizers.fsq import FSQ, levels_for_codebook_size
 from ..tokens.patchify import grid_to_tokens, pad_to_patches, tokens_to_grid
 from ..tokens.sparse import SparseTokens
@@ -42,6 +44,26 @@ class SparseEncoderOutput(BaseOutput):
     latent_dist: DiagonalGaussianDistribution
     features: torch.Tensor
     embedding: torch.Tensor
+
+
+def _init_weights(module: nn.Module) -> None:
+    """ViT-style initialisation for models trained from scratch (truncated normal 0.02, zero biases)."""
+    if isinstance(module, nn.Linear):
+        nn.init.trunc_normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, (LearnedPositionTable, AttentionPoolingHead)):
+        nn.init.normal_(module.weight if isinstance(module, LearnedPositionTable) else module.probe, std=0.02)
+
+
+def _shifted(tokens: SparseTokens, offset: tuple[int, int]) -> SparseTokens:
+    """Move tokens by (rows, cols) latent cells (a spatial tile's place in its image)."""
+    if offset == (0, 0):
+        return tokens
+    coords = tokens.coords.clone()
+    coords[:, 2] += offset[0]
+    coords[:, 3] += offset[1]
+    return SparseTokens(tokens.feats, coords)
 
 
 class AutoencoderAToken(ModelMixin, ConfigMixin, AutoencoderMixin, PeftAdapterMixin):
@@ -139,6 +161,7 @@ class AutoencoderAToken(ModelMixin, ConfigMixin, AutoencoderMixin, PeftAdapterMi
         self.tile_sample_min_size = tile_sample_min_size
         self.tile_overlap_factor = tile_overlap_factor
         self.set_decode_tiles(decode_stride_frames, decode_cache_frames)
+        self.apply(_init_weights)
 
     @classmethod
     def from_preset(cls, name: str, **overrides) -> "AutoencoderAToken":
@@ -183,8 +206,8 @@ class AutoencoderAToken(ModelMixin, ConfigMixin, AutoencoderMixin, PeftAdapterMi
     def _tile_latent_frames(self) -> int:
         return self.config.temporal_tile_frames // self.patch_size[0]
 
-    def _encode_hidden(self, tokens: SparseTokens):
-        layout = build_layout(tokens.coords, stride=self._tile_latent_frames())
+    def _encode_hidden(self, tokens: SparseTokens, extent: tuple[int, int] | None = None):
+        layout = build_layout(tokens.coords, stride=self._tile_latent_frames(), extent=extent)
         hidden = self.encoder(tokens.feats[layout.order].to(self.dtype), layout)
         return hidden, layout
 
@@ -201,17 +224,22 @@ class AutoencoderAToken(ModelMixin, ConfigMixin, AutoencoderMixin, PeftAdapterMi
         return SparseEncoderOutput(DiagonalGaussianDistribution(moments), hidden[layout.restore], embedding)
 
     def decode_tokens(
-        self, latents: SparseTokens, stride_frames: int | None = None, cache_frames: int | None = None
+        self,
+        latents: SparseTokens,
+        stride_frames: int | None = None,
+        cache_frames: int | None = None,
+        extent: tuple[int, int] | None = None,
     ) -> SparseTokens:
         """Decode a packed latent token set to patch vectors (N, 3072), input row order kept.
 
-        ``stride_frames``/``cache_frames`` override :meth:`set_decode_tiles` for this call.
+        ``stride_frames``/``cache_frames`` override :meth:`set_decode_tiles` for this call; ``extent`` (h, w) fixes
+        the position-table size (for spatial tiles of a larger latent).
         """
         check_tokens(latents, self.config.latent_channels, "latents")
         pt = self.patch_size[0]
         stride = (stride_frames or self.decode_stride_frames) // pt
         cache = (self.decode_cache_frames if cache_frames is None else cache_frames) // pt
-        layout = build_layout(latents.coords, stride=stride, cache=cache)
+        layout = build_layout(latents.coords, stride=stride, cache=cache, extent=extent)
         patches = self.decoder(latents.feats[layout.order].to(self.dtype), layout)
         return latents.replace(patches[layout.restore])
 
@@ -235,18 +263,22 @@ class AutoencoderAToken(ModelMixin, ConfigMixin, AutoencoderMixin, PeftAdapterMi
         s = self.patch_size[1]
         tile, overlap = self._tile_cells()
         if self.use_tiling and max(clip.shape[-2:]) > tile * s:
-            return blend_tiles(self._encode_moments_untiled, clip, tile, overlap, in_scale=s, out_scale=1)
+            extent = (clip.shape[-2] // s, clip.shape[-1] // s)
+            fn = lambda piece, offset: self._encode_moments_untiled(piece, offset, extent)  # noqa: E731
+            return blend_tiles(fn, clip, tile, overlap, in_scale=s, out_scale=1)
         return self._encode_moments_untiled(clip)
 
-    def _clip_hidden(self, clip: torch.Tensor):
-        """Padded (B, 3, T, H, W) pixels -> encoder hidden states (group order), their layout and token grid."""
+    def _clip_hidden(self, clip: torch.Tensor, offset=(0, 0), extent=None):
+        """Padded (B, 3, T, H, W) pixels -> encoder hidden states (group order), their layout and token grid.
+        ``offset``/``extent`` place a spatial tile inside its whole image (latent cells)."""
         b, _, t, h, w = clip.shape
         grid = (b, t // self.patch_size[0], h // self.patch_size[1], w // self.patch_size[2])
-        hidden, layout = self._encode_hidden(grid_to_tokens(clip.to(self.dtype), self.patch_size))
+        tokens = _shifted(grid_to_tokens(clip.to(self.dtype), self.patch_size), offset)
+        hidden, layout = self._encode_hidden(tokens, extent)
         return hidden, layout, grid
 
-    def _encode_moments_untiled(self, clip: torch.Tensor) -> torch.Tensor:
-        hidden, layout, grid = self._clip_hidden(clip)
+    def _encode_moments_untiled(self, clip: torch.Tensor, offset=(0, 0), extent=None) -> torch.Tensor:
+        hidden, layout, grid = self._clip_hidden(clip, offset, extent)
         return tokens_to_grid(self.to_moments(hidden)[layout.restore], grid, LATENT_PATCH)
 
     @apply_forward_hook
@@ -272,12 +304,13 @@ class AutoencoderAToken(ModelMixin, ConfigMixin, AutoencoderMixin, PeftAdapterMi
         """(B, C, t, h, w) latents -> (B, 3, 4t, 16h, 16w) pixels."""
         tile, overlap = self._tile_cells()
         if self.use_tiling and max(z.shape[-2:]) > tile:
-            return blend_tiles(self._decode_clip_untiled, z, tile, overlap, in_scale=1, out_scale=self.patch_size[1])
+            fn = lambda piece, offset: self._decode_clip_untiled(piece, offset, tuple(z.shape[-2:]))  # noqa: E731
+            return blend_tiles(fn, z, tile, overlap, in_scale=1, out_scale=self.patch_size[1])
         return self._decode_clip_untiled(z)
 
-    def _decode_clip_untiled(self, z: torch.Tensor) -> torch.Tensor:
+    def _decode_clip_untiled(self, z: torch.Tensor, offset=(0, 0), extent=None) -> torch.Tensor:
         b, _, t, h, w = z.shape
-        patches = self.decode_tokens(grid_to_tokens(z, LATENT_PATCH)).feats
+        patches = self.decode_tokens(_shifted(grid_to_tokens(z, LATENT_PATCH), offset), extent=extent).feats
         return tokens_to_grid(patches, (b, t, h, w), self.patch_size, channels=self.config.in_channels)
 
     @apply_forward_hook

@@ -4,7 +4,8 @@
 * ``so-d``: the same with FSQ (8 codebooks x 4096 codes; official ``atoken-sod``).
 * ``so-c-s1``: stage-1 checkpoint with 32 latent channels (official ``atoken-soc-s1``).
 * ``base``: the paper's Base variant (12 blocks, 768 wide, 12 heads).
-* ``tiny``: 2 blocks of 64 channels; the shape of the parity fixtures, for tests.
+* ``tiny`` / ``tiny-d``: 2 blocks of 64 channels, 12 latent channels (``tiny-d`` with FSQ, 2 codebooks); the shape
+  of the parity fixtures, for tests.
 """
 
 from __future__ import annotations
@@ -12,6 +13,12 @@ from __future__ import annotations
 _SO400M = dict(
     encoder_dim=1152, encoder_depth=27, encoder_heads=16, encoder_mlp_dim=4304,
     decoder_dim=1152, decoder_depth=27, decoder_heads=16, decoder_mlp_dim=4304,
+)
+
+_TINY = dict(
+    encoder_dim=64, encoder_depth=2, encoder_heads=2, encoder_mlp_dim=128,
+    decoder_dim=64, decoder_depth=2, decoder_heads=2, decoder_mlp_dim=128,
+    latent_channels=12,
 )
 
 PRESETS: dict[str, dict] = {
@@ -23,11 +30,8 @@ PRESETS: dict[str, dict] = {
         decoder_dim=768, decoder_depth=12, decoder_heads=12, decoder_mlp_dim=3072,
         latent_channels=48,
     ),
-    "tiny": dict(
-        encoder_dim=64, encoder_depth=2, encoder_heads=2, encoder_mlp_dim=128,
-        decoder_dim=64, decoder_depth=2, decoder_heads=2, decoder_mlp_dim=128,
-        latent_channels=12, use_quantizer=True, fsq_codebook_size=4096, fsq_num_codebooks=2,
-    ),
+    "tiny": _TINY,
+    "tiny-d": dict(_TINY, use_quantizer=True, fsq_codebook_size=4096, fsq_num_codebooks=2),
 }
 
 

@@ -29,14 +29,15 @@ def _ramp(n: int, ramp: int, device) -> torch.Tensor:
 
 
 def blend_tiles(
-    fn: Callable[[torch.Tensor], torch.Tensor],
+    fn: Callable[[torch.Tensor, tuple[int, int]], torch.Tensor],
     x: torch.Tensor,
     tile: int,
     overlap: int,
     in_scale: int,
     out_scale: int,
 ) -> torch.Tensor:
-    """Apply ``fn`` over spatial tiles of ``x`` (..., H, W) and blend.
+    """Apply ``fn(tile, (row, col))`` over spatial tiles of ``x`` (..., H, W) and blend; (row, col) is the tile's
+    offset in latent cells, so ``fn`` can place its tokens at their coordinates in the whole image.
 
     Args:
         tile, overlap: tile side and overlap in latent cells.
@@ -48,12 +49,12 @@ def blend_tiles(
     for i in tile_starts(h, tile, overlap):
         for j in tile_starts(w, tile, overlap):
             th, tw = min(tile, h), min(tile, w)
-            piece = fn(x[..., i * in_scale : (i + th) * in_scale, j * in_scale : (j + tw) * in_scale]).float()
+            piece = fn(x[..., i * in_scale : (i + th) * in_scale, j * in_scale : (j + tw) * in_scale], (i, j)).float()
             if out is None:
                 out = piece.new_zeros(*piece.shape[:-2], h * out_scale, w * out_scale)
                 weight = piece.new_zeros(h * out_scale, w * out_scale)
             ph, pw = piece.shape[-2:]
-            ramp = overlap * out_scale // 2
+            ramp = overlap * out_scale
             wt = _ramp(ph, ramp, x.device)[:, None] * _ramp(pw, ramp, x.device)[None, :]
             rows = slice(i * out_scale, i * out_scale + ph)
             cols = slice(j * out_scale, j * out_scale + pw)

@@ -49,13 +49,18 @@ class TokenLayout:
     tokens_per_sample: torch.Tensor
 
 
-def build_layout(coords: torch.Tensor, stride: int = 4, cache: int = 0) -> TokenLayout:
+def build_layout(
+    coords: torch.Tensor, stride: int = 4, cache: int = 0, extent: tuple[int, int] | None = None
+) -> TokenLayout:
     """Group tokens by (sample, temporal tile).
 
     Args:
         coords: (N, 5) integer (b, t, x, y, z); samples must be numbered 0..B-1.
         stride: latent frames per tile.
         cache: latent frames of the previous tile whose keys/values each later tile sees (0 = independent tiles).
+        extent: (height, width) to resize the position table to for every group instead of the group's own
+            (max x + 1, max y + 1): spatial tiles of a larger image use the whole image's extent, so every token
+            keeps the position vector it has in an untiled pass.
     """
     if stride <= 0:
         raise ValueError(f"stride must be a positive number of latent frames; got {stride}.")
@@ -78,9 +83,12 @@ def build_layout(coords: torch.Tensor, stride: int = 4, cache: int = 0) -> Token
 
     num_groups = group_keys.shape[0]
     q_lengths = torch.bincount(group, minlength=num_groups)
-    group_sizes = torch.zeros(num_groups, 2, dtype=torch.long, device=device).scatter_reduce(
-        0, group[:, None].expand(-1, 2), c[:, 2:4] + 1, reduce="amax", include_self=False
-    )
+    if extent is not None:
+        group_sizes = torch.tensor(extent, device=device).expand(num_groups, 2)
+    else:
+        group_sizes = torch.zeros(num_groups, 2, dtype=torch.long, device=device).scatter_reduce(
+            0, group[:, None].expand(-1, 2), c[:, 2:4] + 1, reduce="amax", include_self=False
+        )
 
     def local_t(target_tile: torch.Tensor) -> torch.Tensor:
         start = t0 + target_tile * stride

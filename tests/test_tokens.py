@@ -1,0 +1,84 @@
+"""Tokens, layouts, RoPE and the packed attention, against straightforward references."""
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from atoken_diffusers.layers.attention import AttentionPlan, varlen_attention
+from atoken_diffusers.layers.rope import RotaryTables
+from atoken_diffusers.tokens import build_layout, grid_to_tokens, pad_to_patches, tokens_to_grid
+
+
+def test_patchify_roundtrip_and_layout_convention():
+    x = torch.randn(2, 3, 8, 32, 48)
+    tokens = grid_to_tokens(x)
+    assert tokens.feats.shape == (2 * 2 * 2 * 3, 3072)
+    # token n = ((b*t + t)*h + x)*w + y; vector index ((pt*16 + ph)*16 + pw)*3 + c
+    b, t, row, col, pt, ph, pw, c = 1, 1, 1, 2, 3, 5, 7, 2
+    n = ((b * 2 + t) * 2 + row) * 3 + col
+    assert tokens.coords[n].tolist() == [b, t, row, col, 0]
+    assert tokens.feats[n, ((pt * 16 + ph) * 16 + pw) * 3 + c] == x[b, c, 4 * t + pt, 16 * row + ph, 16 * col + pw]
+    assert torch.equal(tokens_to_grid(tokens.feats, (2, 2, 2, 3)), x)
+
+
+def test_padding_repeats_borders_and_adds_grey_frames():
+    x = torch.rand(1, 3, 5, 20, 30) * 2 - 1
+    p = pad_to_patches(x)
+    assert p.shape == (1, 3, 8, 32, 32)
+    assert torch.equal(p[:, :, :5, 20:, :30], x[:, :, :, -1:, :].expand(-1, -1, -1, 12, -1))
+    assert (p[:, :, 5:] == 0).all()
+
+
+def _reference_attention(q, k, v, groups_q, groups_k):
+    out = torch.empty_like(q)
+    for g in groups_q.unique():
+        qi, ki = groups_q == g, groups_k == g
+        out[qi] = F.scaled_dot_product_attention(
+            q[qi].transpose(0, 1), k[ki].transpose(0, 1), v[ki].transpose(0, 1)
+        ).transpose(0, 1)
+    return out
+
+
+def test_varlen_attention_matches_per_group_loop():
+    torch.manual_seed(0)
+    q_len, k_len = torch.tensor([3, 7, 1]), torch.tensor([5, 2, 4])
+    q, k, v = torch.randn(11, 2, 8), torch.randn(11, 2, 8), torch.randn(11, 2, 8)
+    plan = AttentionPlan(q_len, k_len)
+    gq = torch.repeat_interleave(torch.arange(3), q_len)
+    gk = torch.repeat_interleave(torch.arange(3), k_len)
+    torch.testing.assert_close(varlen_attention(q, k, v, plan), _reference_attention(q, k, v, gq, gk))
+    # soft-capped logits with a huge cap equal plain attention
+    torch.testing.assert_close(varlen_attention(q, k, v, plan, softcap=1e6), _reference_attention(q, k, v, gq, gk))
+
+
+def test_rope_is_relative_and_preserves_norm():
+    torch.manual_seed(0)
+    q, k = torch.randn(1, 1, 32), torch.randn(1, 1, 32)
+    pos = torch.tensor([[1.0, 2.0, 3.0, 4.0]])
+    shift = torch.tensor([[5.0, -1.0, 7.0, 2.0]])
+    dot = lambda a, b: (RotaryTables(a, 32).rotate(q) * RotaryTables(b, 32).rotate(k)).sum()  # noqa: E731
+    torch.testing.assert_close(dot(pos, pos * 0), dot(pos + shift, shift))
+    torch.testing.assert_close(RotaryTables(pos, 32).rotate(q).norm(), q.norm())
+    # frequencies divide by the head dim: the second t-pair rotates by t * 10000^(-1/32)
+    x = torch.tensor([[[0.0, 0.0, 1.0, 0.0] + [0.0] * 28]])
+    rot = RotaryTables(torch.tensor([[1.0, 0, 0, 0]]), 32).rotate(x)
+    angle = 10000 ** (-1 / 32)
+    torch.testing.assert_close(rot[0, 0, 2:4], torch.tensor([math.cos(angle), math.sin(angle)]))
+
+
+def test_layout_tiles_and_cache_windows():
+    # one sample, 7 latent frames of 1 x 1 tokens; stride 3, cache 1: tiles [0,1,2] [3,4,5] [6]
+    coords = torch.zeros(7, 5, dtype=torch.long)
+    coords[:, 1] = torch.arange(7)
+    layout = build_layout(coords, stride=3, cache=1)
+    assert layout.plan.q_lengths.tolist() == [3, 3, 1]
+    assert layout.plan.k_lengths.tolist() == [3, 4, 2]  # later tiles also see the frame before them
+    assert layout.positions[:, 0].tolist() == [0, 1, 2, 1, 2, 3, 1]
+    key_frames = coords[layout.order][layout.plan.key_index, 1]
+    assert sorted(key_frames[3:7].tolist()) == [2, 3, 4, 5] and sorted(key_frames[7:].tolist()) == [5, 6]
+    cache_rows = key_frames == 2
+    assert layout.key_positions[3:][cache_rows[3:], 0].tolist() == [0.0]
+    # without a cache, tiles of 4 frames are independent and re-based to t = 0
+    plain = build_layout(coords, stride=4)
+    assert plain.plan.key_index is None and plain.positions[:, 0].tolist() == [0, 1, 2, 3, 0, 1, 2]
