@@ -75,7 +75,7 @@ def test_slicing_gives_the_same_result(tiny_model, image):
         whole = tiny_model(batch).sample
         tiny_model.enable_slicing()
         sliced = tiny_model(batch).sample
-    torch.testing.assert_close(sliced, whole, atol=1e-5, rtol=0)
+    assert torch.equal(sliced, whole)
 
 
 def test_batch_equals_single_samples(tiny_model, image):
@@ -147,3 +147,18 @@ def test_lora_adapter_changes_and_restores(tiny_model, image):
         restored = tiny_model(image).sample
     assert (adapted - base).abs().max() > 1e-3
     torch.testing.assert_close(restored, base)
+
+
+@pytest.mark.parametrize(
+    "name, millions, latent",
+    [("so-c", 845.74, 48), ("so-d", 845.74, 48), ("so-c-s1", 845.68, 32), ("base", 182.34, 48)],
+)
+def test_presets_have_the_paper_sizes(name, millions, latent):
+    with torch.device("meta"):  # no memory, no init cost
+        model = AutoencoderAToken.from_preset(name)
+    count = lambda m: sum(p.numel() for p in m.parameters()) / 1e6  # noqa: E731
+    assert round(count(model), 2) == millions and model.config.latent_channels == latent
+    if name.startswith("so"):
+        assert round(count(model.encoder)) == 431 and round(count(model.decoder)) == 415  # ~430M / ~415M
+        assert model.encoder.blocks[0].attn.head_dim == 72
+    assert (model.quantizer is not None) == (name == "so-d")

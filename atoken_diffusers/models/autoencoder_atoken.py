@@ -254,6 +254,14 @@ class AutoencoderAToken(ModelMixin, ConfigMixin, AutoencoderMixin, PeftAdapterMi
             return torch.cat([fn(part) for part in x.split(1)])
         return fn(x)
 
+    @staticmethod
+    def _time_chunked(fn, x: torch.Tensor, chunk: int | None) -> torch.Tensor:
+        """Run ``fn`` on consecutive chunks of ``chunk`` frames (dim 2) and concatenate: temporal tiles are
+        independent, so a long video costs the memory of one tile, like the reference's tile-by-tile loop."""
+        if chunk is None or x.shape[2] <= chunk:
+            return fn(x)
+        return torch.cat([fn(part) for part in x.split(chunk, dim=2)], dim=2)
+
     def _tile_cells(self) -> tuple[int, int]:
         tile = self.tile_sample_min_size // self.patch_size[1]
         return tile, int(tile * self.tile_overlap_factor)
@@ -294,7 +302,9 @@ class AutoencoderAToken(ModelMixin, ConfigMixin, AutoencoderMixin, PeftAdapterMi
             (B, C, ceil(T/4), ceil(H/16), ceil(W/16)) for videos.
         """
         clip, is_image = self._as_clip(x)
-        moments = self._per_sample(self._encode_moments, pad_to_patches(clip, self.patch_size))
+        tile_frames = self.config.temporal_tile_frames
+        encode_chunk = lambda c: self._time_chunked(self._encode_moments, c, tile_frames)  # noqa: E731
+        moments = self._per_sample(encode_chunk, pad_to_patches(clip, self.patch_size))
         if is_image:
             moments = moments[:, :, 0]
         posterior = DiagonalGaussianDistribution(moments)
@@ -322,7 +332,11 @@ class AutoencoderAToken(ModelMixin, ConfigMixin, AutoencoderMixin, PeftAdapterMi
         """
         check_latents(z, self.config.latent_channels)
         is_image = z.ndim == 4
-        clip = self._per_sample(self._decode_clip, z[:, :, None] if is_image else z)
+        # Without a cache, decoder tiles are independent: decode one tile at a time. With a cache every tile needs the
+        # previous one's keys/values, so all tiles run in one pass.
+        chunk = None if self.decode_cache_frames else self.decode_stride_frames // self.patch_size[0]
+        decode_chunk = lambda c: self._time_chunked(self._decode_clip, c, chunk)  # noqa: E731
+        clip = self._per_sample(decode_chunk, z[:, :, None] if is_image else z)
         sample = clip[:, :, 0] if is_image else clip
         return DecoderOutput(sample=sample) if return_dict else (sample,)
 

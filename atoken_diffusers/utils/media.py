@@ -19,7 +19,7 @@ def is_video(path: str | os.PathLike) -> bool:
 
 def to_tensor(frames: np.ndarray) -> torch.Tensor:
     """uint8 (..., H, W, 3) -> float (..., 3, H, W) in [-1, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(frames)).float().movedim(-1, -3) / 127.5 - 1
+    return torch.from_numpy(np.array(frames, copy=True)).float().movedim(-1, -3) / 127.5 - 1
 
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:
