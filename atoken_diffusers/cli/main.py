@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import convert, reconstruct, selftest
+from . import classify, convert, reconstruct, selftest
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="atoken", description="AToken for diffusers: convert, reconstruct, check.")
+    parser = argparse.ArgumentParser(prog="atoken", description="AToken for diffusers: convert, reconstruct, classify, check.")
     sub = parser.add_subparsers(dest="command", required=True)
-    for module in (convert, reconstruct, selftest):
+    for module in (convert, reconstruct, classify, selftest):
         module.add_parser(sub)
     return parser
 
