@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import classify, convert, reconstruct, selftest
+from . import classify, convert, pack3d, reconstruct, selftest
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="atoken", description="AToken for diffusers: convert, reconstruct, classify, check.")
     sub = parser.add_subparsers(dest="command", required=True)
-    for module in (convert, reconstruct, classify, selftest):
+    for module in (convert, reconstruct, classify, pack3d, selftest):
         module.add_parser(sub)
     return parser
 

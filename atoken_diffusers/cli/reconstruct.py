@@ -10,12 +10,33 @@ import torch
 from .common import DTYPES, load_model
 
 
+MESH_SUFFIXES = (".glb", ".gltf", ".obj", ".ply", ".stl")
+
+
+def _reconstruct_mesh(args: argparse.Namespace, model) -> None:
+    from ..three_d.gaussian_decoder import ATokenGaussianDecoder
+    from ..three_d.pipeline import reconstruct_mesh
+
+    if not args.gs_decoder:
+        raise SystemExit("--gs-decoder DIR is needed to turn a mesh into Gaussians (convert 3d_decode_gs.pt first).")
+    if not args.output.lower().endswith((".ply", ".splat")):
+        raise SystemExit(f"--output {args.output}: a mesh reconstructs to a Gaussian splat, use .ply or .splat.")
+    gs = ATokenGaussianDecoder.from_pretrained(args.gs_decoder, torch_dtype=DTYPES[args.dtype]).to(model.device).eval()
+    start = time.perf_counter()
+    result = reconstruct_mesh(args.input, model, gs)
+    save = result.gaussians.save_ply if args.output.lower().endswith(".ply") else result.gaussians.save_splat
+    save(args.output)
+    print(f"{args.input} ({result.coords.shape[0]} voxels) -> {args.output} ({result.gaussians.xyz.shape[0]} Gaussians): "
+          f"3D PSNR {result.psnr:.2f} dB, SSIM {result.ssim:.4f} at 8 held-out views, {time.perf_counter() - start:.1f} s")
+
+
 def add_parser(sub) -> None:
-    p = sub.add_parser("reconstruct", help="reconstruct an image or video through AToken and report PSNR/SSIM")
-    p.add_argument("input", help="image (png, jpg, ...) or video (mp4, mov, webm, ...)")
+    p = sub.add_parser("reconstruct", help="reconstruct an image, video or mesh through AToken and report PSNR/SSIM")
+    p.add_argument("input", help="image (png, jpg, ...), video (mp4, mov, webm, ...) or mesh (glb, gltf, obj, ply, stl)")
     p.add_argument("--model", required=True, help="converted folder, or an official .pt together with --config")
     p.add_argument("--config", help="official YAML when --model is a .pt file")
-    p.add_argument("--output", required=True, help="where to write the reconstruction (same kind as the input)")
+    p.add_argument("--output", required=True, help="reconstruction file: same kind as the input; .ply/.splat for meshes")
+    p.add_argument("--gs-decoder", help="converted Gaussian decoder folder (needed for meshes)")
     p.add_argument("--dtype", choices=sorted(DTYPES), default="fp32")
     p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
     p.add_argument("--max-frames", type=int, default=64, help="read at most this many video frames")
@@ -29,6 +50,8 @@ def run(args: argparse.Namespace) -> None:
     from ..utils.metrics import psnr, ssim
 
     model = load_model(args.model, args.config, args.dtype, args.device)
+    if args.input.lower().endswith(MESH_SUFFIXES):
+        return _reconstruct_mesh(args, model)
     if args.tiling:
         model.enable_tiling()
     video = is_video(args.input)

@@ -65,11 +65,17 @@ _EXPECTED = {
 }
 
 
-def convert_key(key: str) -> str:
-    for pattern, repl in _KEY_RULES:
+def rename_key(key: str, rules=_KEY_RULES) -> str:
+    """Apply the first matching (pattern, replacement) rule; an unmatched key is an error naming it."""
+    for pattern, repl in rules:
         if re.match(pattern, key):
             return re.sub(pattern, repl, key)
-    raise KeyError(f"Unexpected key {key!r} in the official checkpoint: no AToken module has this name.")
+    raise KeyError(f"Unexpected key {key!r} in the official checkpoint: no module of this model has this name.")
+
+
+def convert_key(key: str) -> str:
+    """Official AToken autoencoder name -> ours."""
+    return rename_key(key, _KEY_RULES)
 
 
 def load_original_config(path: str | os.PathLike) -> dict:
@@ -112,14 +118,20 @@ def load_original_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]
     return dict(obj)
 
 
-def convert_state_dict(original: Mapping[str, torch.Tensor], model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """Rename an official state dict to ``model``'s names, checking names and shapes."""
+def convert_state_dict(
+    original: Mapping[str, torch.Tensor],
+    model: torch.nn.Module,
+    rename=convert_key,
+    ignore_prefixes: tuple[str, ...] = ("quantizer.",),  # FSQ buffers carry no state
+) -> dict[str, torch.Tensor]:
+    """Rename an official state dict to ``model``'s names with ``rename``, checking names and shapes; keys starting
+    with ``ignore_prefixes`` are dropped."""
     expected = model.state_dict()
     converted = {}
     for key, value in original.items():
-        if key.startswith("quantizer."):  # FSQ buffers carry no state
+        if key.startswith(ignore_prefixes):
             continue
-        new = convert_key(key)
+        new = rename(key)
         if new not in expected:
             raise KeyError(f"Unexpected key {key!r} (-> {new!r}): the config does not build this module.")
         if tuple(value.shape) != tuple(expected[new].shape):

@@ -19,14 +19,17 @@ from .rope import RotaryTables
 
 @dataclass(eq=False)
 class AttentionContext:
-    """What every self-attention layer of one forward pass shares: the groups and the rotary tables.
+    """What every self-attention layer of one forward pass shares: the groups, the rotary tables, the logit cap.
 
-    ``rope_k`` covers the key entries of ``plan`` (``rope_q`` when keys are the queries' own tokens).
+    ``rope_k`` covers the key entries of ``plan`` (``rope_q`` when keys are the queries' own tokens); ``None``
+    tables mean no RoPE (e.g. the Gaussian decoder, which adds absolute positions instead). ``softcap`` caps
+    attention logits as cap * tanh(logits / cap).
     """
 
     plan: AttentionPlan
-    rope_q: RotaryTables
-    rope_k: RotaryTables
+    rope_q: RotaryTables | None = None
+    rope_k: RotaryTables | None = None
+    softcap: float | None = None
 
 
 class SelfAttention(nn.Module):
@@ -46,8 +49,9 @@ class SelfAttention(nn.Module):
             q, k = self.q_norm(q), self.k_norm(k)
         # Keys/values are gathered before RoPE: a cached key is rotated at its position inside the new tile.
         k, v = ctx.plan.gather_keys(k), ctx.plan.gather_keys(v)
-        q, k = ctx.rope_q.rotate(q), ctx.rope_k.rotate(k)
-        out = varlen_attention(q, k, v, ctx.plan)
+        if ctx.rope_q is not None:
+            q, k = ctx.rope_q.rotate(q), ctx.rope_k.rotate(k)
+        out = varlen_attention(q, k, v, ctx.plan, softcap=ctx.softcap)
         return self.to_out(out.flatten(1))
 
 

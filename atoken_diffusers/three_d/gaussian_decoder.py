@@ -1,0 +1,238 @@
+"""AToken's 3D Gaussian-splat decoder (official ``SLatGaussianDecoder``): voxel latents -> 32 Gaussians per voxel.
+
+The decoder is a TRELLIS-style sparse transformer over the occupied voxels of a 64^3 grid: a linear input layer plus
+sinusoidal absolute positions, pre-norm RMSNorm blocks without biases whose attention is restricted to shifted 8^3
+windows (Swin style, logits soft-capped), a LayerNorm without affine parameters, and a linear head giving 448 raw
+values per voxel. Those are turned into activated Gaussian attributes (sh degree 0) exactly as TRELLIS' ``Gaussian``
+representation does, inside the axis-aligned box [-0.5, 0.5]^3.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_utils import ModelMixin
+from diffusers.utils import BaseOutput
+from torch import nn
+
+from ..layers.attention import AttentionPlan
+from ..layers.norms import LayerNorm32
+from ..layers.transformer_block import AttentionContext, TransformerBlock
+from ..utils.validation import check_finite, check_tensor
+
+# Raw values per Gaussian, in the order they are stored per voxel: xyz offset, DC colour, scaling, rotation, opacity.
+GAUSSIAN_ATTRIBUTES = {"xyz": 3, "features_dc": 3, "scaling": 3, "rotation": 4, "opacity": 1}
+DEFAULT_LR = {"xyz": 1.0, "features_dc": 1.0, "opacity": 1.0, "scaling": 1.0, "rotation": 0.1}
+# Gaussians live in [-0.5, 0.5]^3: unit-cube positions p map to p * AABB_SIZE + AABB_MIN.
+AABB_MIN, AABB_SIZE = -0.5, 1.0
+
+
+@dataclass
+class GaussianDecoderOutput(BaseOutput):
+    """Gaussians of :class:`ATokenGaussianDecoder`, all float32; rows of Gaussian tensors are voxel-major
+    (row ``v * num_gaussians + g`` is Gaussian ``g`` of input voxel ``v``), voxels in the input row order.
+
+    Attributes:
+        raw: (N, 14 * num_gaussians) head output per voxel, before any activation.
+        xyz: (N * G, 3) centres in [-0.5, 0.5]^3 (world units).
+        features_dc: (N * G, 1, 3) degree-0 spherical-harmonic colour coefficients.
+        scaling: (N * G, 3) positive per-axis standard deviations (at least ``filter_3d``).
+        rotation: (N * G, 4) unit quaternions, w first.
+        opacity: (N * G, 1) opacities in (0, 1).
+    """
+
+    raw: torch.Tensor
+    xyz: torch.Tensor
+    features_dc: torch.Tensor
+    scaling: torch.Tensor
+    rotation: torch.Tensor
+    opacity: torch.Tensor
+
+
+def _radical_inverse(base: int, n: int) -> float:
+    """Van der Corput radical inverse of n in ``base`` (digits of n mirrored behind the radix point)."""
+    value, scale = 0.0, 1.0 / base
+    while n > 0:
+        n, digit = divmod(n, base)
+        value += digit * scale
+        scale /= base
+    return value
+
+
+def hammersley_offsets(num_gaussians: int, voxel_size: float) -> torch.Tensor:
+    """(G, 3) pre-tanh offsets spreading the G Gaussians of a voxel over a 3D Hammersley set.
+
+    Point g is (g / G, radical_inverse_2(g), radical_inverse_3(g)) in [0, 1)^3; with the decoder's
+    tanh(...) * voxel_size / 2 offset it lands at (2 h - 1) / 2 voxels from the centre when the raw offset is zero.
+    """
+    points = torch.tensor(
+        [[g / num_gaussians, _radical_inverse(2, g), _radical_inverse(3, g)] for g in range(num_gaussians)]
+    )
+    return torch.atanh((points * 2 - 1) / voxel_size)
+
+
+class ATokenGaussianDecoder(ModelMixin, ConfigMixin):
+    r"""AToken's Gaussian-splat decoder: (N, latent_channels) voxel features + (N, 4) voxel coordinates -> Gaussians.
+
+    Args:
+        resolution: side of the voxel grid; coordinates lie in [0, resolution).
+        model_channels, num_blocks, num_heads, mlp_channels: transformer width, depth, heads and MLP size.
+        latent_channels: input features per voxel (the first 768 channels of AToken's 3D decoder output).
+        window_size: side of the attention windows; odd blocks shift them by ``window_size // 2`` voxels.
+        num_gaussians: Gaussians per voxel (G).
+        voxel_size: reach of a Gaussian centre around its voxel centre, in voxels (1.5 -> +-0.75 voxel).
+        lr: per-attribute multipliers of the raw values (keys xyz, features_dc, scaling, rotation, opacity).
+        perturb_offset: add the Hammersley ``offset_perturbation`` to the raw xyz offsets.
+        filter_3d: minimum scale, combined as sqrt(s^2 + filter_3d^2).
+        scaling_bias: scale of a Gaussian whose raw scaling is 0.
+        opacity_bias: opacity of a Gaussian whose raw opacity is 0.
+        softcap: attention logits are capped as softcap * tanh(logits / softcap).
+    """
+
+    _supports_gradient_checkpointing = True
+    _no_split_modules = ["TransformerBlock"]
+
+    @register_to_config
+    def __init__(
+        self,
+        resolution: int = 64,
+        model_channels: int = 768,
+        latent_channels: int = 768,
+        num_blocks: int = 12,
+        num_heads: int = 12,
+        mlp_channels: int = 3072,
+        window_size: int = 8,
+        num_gaussians: int = 32,
+        voxel_size: float = 1.5,
+        lr: dict | None = None,
+        perturb_offset: bool = True,
+        filter_3d: float = 9e-4,
+        scaling_bias: float = 4e-3,
+        opacity_bias: float = 0.1,
+        softcap: float = 30.0,
+    ):
+        super().__init__()
+        lr = {**DEFAULT_LR, **(lr or {})}
+        if set(lr) != set(DEFAULT_LR):
+            raise ValueError(f"lr keys must be {sorted(DEFAULT_LR)}; got {sorted(lr)}.")
+        if model_channels // 3 // 2 == 0:
+            raise ValueError(f"model_channels ({model_channels}) must be at least 6 for the 3-axis sin/cos embedding.")
+        if perturb_offset and voxel_size <= 1:
+            raise ValueError(f"voxel_size ({voxel_size}) must exceed 1 with perturb_offset (atanh(+-1/voxel_size)).")
+        self.register_to_config(lr=lr)
+        self.proj_in = nn.Linear(latent_channels, model_channels, bias=False)
+        self.blocks = nn.ModuleList(
+            TransformerBlock(model_channels, num_heads, mlp_channels, norm="rms", bias=False) for _ in range(num_blocks)
+        )
+        self.norm_out = LayerNorm32(model_channels, eps=1e-5, elementwise_affine=False)
+        self.proj_out = nn.Linear(model_channels, num_gaussians * sum(GAUSSIAN_ATTRIBUTES.values()))
+        # Stored in checkpoints (the official state dict has it) but computed here too, so a fresh model is complete.
+        self.register_buffer("offset_perturbation", hammersley_offsets(num_gaussians, voxel_size))
+        self.gradient_checkpointing = False
+
+    def position_embedding(self, xyz: torch.Tensor) -> torch.Tensor:
+        """(N, 3) integer voxel positions -> (N, model_channels) float32 embedding: per axis x, y, z the values
+        [sin(p * w_0..w_{f-1}), cos(p * w_0..w_{f-1})] with w_k = 10000^(-k/f), zero-padded to model_channels."""
+        freq_dim = self.config.model_channels // 3 // 2
+        # Built in float32 on every call rather than stored: a bf16 buffer would blur positions up to 63.
+        freqs = 1.0 / 10000 ** (torch.arange(freq_dim, device=xyz.device, dtype=torch.float32) / freq_dim)
+        angles = xyz.float()[..., None] * freqs  # (N, 3, f)
+        embedding = torch.cat([angles.sin(), angles.cos()], dim=-1).flatten(1)
+        return F.pad(embedding, (0, self.config.model_channels - embedding.shape[1]))
+
+    def window_partition(self, coords: torch.Tensor, shift: int) -> tuple[torch.Tensor, torch.Tensor, AttentionPlan]:
+        """Group voxels by (sample, floor((xyz + shift) / window_size)).
+
+        Returns ``order`` (N,) sorting the rows window after window, its inverse, and the plan of the sorted rows.
+        """
+        size = self.config.window_size
+        windows = (coords[:, 1:] + shift) // size  # (N, 3), each in [0, per_axis)
+        per_axis = (self.config.resolution + shift) // size + 1
+        key = ((coords[:, 0] * per_axis + windows[:, 0]) * per_axis + windows[:, 1]) * per_axis + windows[:, 2]
+        # Any order inside a window gives the same attention; stable sorting keeps runs reproducible.
+        order = torch.argsort(key, stable=True)
+        lengths = torch.unique_consecutive(key[order], return_counts=True)[1]
+        return order, torch.argsort(order), AttentionPlan(lengths)
+
+    def forward(self, feats: torch.Tensor, coords: torch.Tensor) -> GaussianDecoderOutput:
+        """Decode voxel features into Gaussians.
+
+        Args:
+            feats: (N, latent_channels) float voxel features (any float dtype; cast to the model's dtype).
+            coords: (N, 4) integer (batch, x, y, z) voxel coordinates, batch >= 0 and x, y, z in [0, resolution).
+                Rows may be in any order and samples interleaved; attention never crosses samples.
+        Returns:
+            :class:`GaussianDecoderOutput` (float32), rows in the input order (voxel-major for Gaussians).
+        """
+        self._check_inputs(feats, coords)
+        coords = coords.long()
+        dtype = self.proj_in.weight.dtype
+        h = self.proj_in(feats.to(dtype)) + self.position_embedding(coords[:, 1:]).to(dtype)
+        shifts = [self.config.window_size // 2 * (i % 2) for i in range(self.config.num_blocks)]
+        partitions = {shift: self.window_partition(coords, shift) for shift in set(shifts)}
+        for block, shift in zip(self.blocks, shifts):
+            order, inverse, plan = partitions[shift]
+            ctx = AttentionContext(plan, softcap=self.config.softcap)
+            x = h[order]
+            if self.gradient_checkpointing and torch.is_grad_enabled():
+                x = self._gradient_checkpointing_func(block, x, ctx)
+            else:
+                x = block(x, ctx)
+            h = x[inverse]
+        raw = self.proj_out(self.norm_out(h)).float()  # Gaussian maths in float32 whatever the model dtype
+        return self.to_gaussians(raw, coords)
+
+    def to_gaussians(self, raw: torch.Tensor, coords: torch.Tensor) -> GaussianDecoderOutput:
+        """(N, 14 G) float32 raw head output + (N, 4) coordinates -> activated Gaussians (see the output class)."""
+        cfg, n, g = self.config, raw.shape[0], self.config.num_gaussians
+        # Per voxel the raw values are attribute after attribute, each stored Gaussian-major: (G, width).
+        parts = dict(zip(GAUSSIAN_ATTRIBUTES, raw.split([g * w for w in GAUSSIAN_ATTRIBUTES.values()], dim=1)))
+        scaled = {k: parts[k].reshape(n * g, w) * cfg.lr[k] for k, w in GAUSSIAN_ATTRIBUTES.items()}
+
+        offset = scaled["xyz"].view(n, g, 3)
+        if cfg.perturb_offset:
+            offset = offset + self.offset_perturbation.float()
+        centres = (coords[:, 1:].float() + 0.5) / cfg.resolution
+        xyz = centres[:, None] + torch.tanh(offset) / cfg.resolution * 0.5 * cfg.voxel_size
+        # Inverse softplus / logit of the biases, so that a zero raw value gives exactly the bias.
+        scale_shift = cfg.scaling_bias + math.log(-math.expm1(-cfg.scaling_bias))
+        opacity_shift = math.log(cfg.opacity_bias / (1 - cfg.opacity_bias))
+        identity = torch.tensor([1.0, 0.0, 0.0, 0.0], device=raw.device)
+        return GaussianDecoderOutput(
+            raw=raw,
+            xyz=xyz.flatten(0, 1) * AABB_SIZE + AABB_MIN,
+            features_dc=scaled["features_dc"].view(n * g, 1, 3),
+            scaling=torch.sqrt(F.softplus(scaled["scaling"] + scale_shift).square() + cfg.filter_3d**2),
+            rotation=F.normalize(scaled["rotation"] + identity, dim=-1),
+            opacity=torch.sigmoid(scaled["opacity"] + opacity_shift),
+        )
+
+    def _check_inputs(self, feats: torch.Tensor, coords: torch.Tensor) -> None:
+        cfg = self.config
+        check_tensor(feats, "feats")
+        check_tensor(coords, "coords")
+        if feats.ndim != 2 or feats.shape[1] != cfg.latent_channels:
+            raise ValueError(
+                f"feats must have shape (N, {cfg.latent_channels}) (latent_channels); got {tuple(feats.shape)}. "
+                "For AToken's 3D decoder output take its first 768 channels."
+            )
+        if not feats.is_floating_point():
+            raise TypeError(f"feats must be a float tensor; got {feats.dtype}.")
+        if coords.ndim != 2 or coords.shape[1] != 4:
+            xyz_only = coords.ndim == 2 and coords.shape[1] == 3
+            hint = " Prepend the batch index, e.g. F.pad(coords, (1, 0))." if xyz_only else ""
+            raise ValueError(f"coords must have shape (N, 4) as (batch, x, y, z); got {tuple(coords.shape)}.{hint}")
+        if coords.is_floating_point() or coords.dtype == torch.bool:
+            raise TypeError(f"coords must be an integer tensor; got {coords.dtype}.")
+        if coords.shape[0] != feats.shape[0]:
+            raise ValueError(f"coords has {coords.shape[0]} rows but feats has {feats.shape[0]}; one row per voxel.")
+        lo, hi = coords[:, 1:].min().item(), coords[:, 1:].max().item()
+        if lo < 0 or hi >= cfg.resolution:
+            raise ValueError(f"coords x, y, z must lie in [0, {cfg.resolution}) (resolution); got [{lo}, {hi}].")
+        if coords[:, 0].min().item() < 0:
+            raise ValueError("coords batch indices (column 0) must be >= 0.")
+        check_finite(feats, "feats")
