@@ -23,11 +23,11 @@ def _reconstruct_mesh(args: argparse.Namespace, model) -> None:
         raise SystemExit(f"--output {args.output}: a mesh reconstructs to a Gaussian splat, use .ply or .splat.")
     gs = ATokenGaussianDecoder.from_pretrained(args.gs_decoder, torch_dtype=DTYPES[args.dtype]).to(model.device).eval()
     start = time.perf_counter()
-    result = reconstruct_mesh(args.input, model, gs)
+    result = reconstruct_mesh(args.input, model, gs, num_views=args.views, eval_views=args.eval_views)
     save = result.gaussians.save_ply if args.output.lower().endswith(".ply") else result.gaussians.save_splat
     save(args.output)
     print(f"{args.input} ({result.coords.shape[0]} voxels) -> {args.output} ({result.gaussians.xyz.shape[0]} Gaussians): "
-          f"3D PSNR {result.psnr:.2f} dB, SSIM {result.ssim:.4f} at 8 held-out views, {time.perf_counter() - start:.1f} s")
+          f"3D PSNR {result.psnr:.2f} dB, SSIM {result.ssim:.4f} at {args.eval_views} held-out views, {time.perf_counter() - start:.1f} s")
 
 
 def add_parser(sub) -> None:
@@ -37,6 +37,8 @@ def add_parser(sub) -> None:
     p.add_argument("--config", help="official YAML when --model is a .pt file")
     p.add_argument("--output", required=True, help="reconstruction file: same kind as the input; .ply/.splat for meshes")
     p.add_argument("--gs-decoder", help="converted Gaussian decoder folder (needed for meshes)")
+    p.add_argument("--views", type=int, default=24, help="meshes: packing views on a sphere")
+    p.add_argument("--eval-views", type=int, default=8, help="meshes: held-out views scored for the 3D PSNR")
     p.add_argument("--dtype", choices=sorted(DTYPES), default="fp32")
     p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
     p.add_argument("--max-frames", type=int, default=64, help="read at most this many video frames")
