@@ -99,8 +99,11 @@ def render(results: dict) -> str:
         lines += [f"## Scaling ({s['preset']} preset, {s['dtype']})", "", "| image side | tokens | time | peak MB |",
                   "|---|---|---|---|"]
         lines += [f"| {r['side']} | {r['tokens']} | {_t(r)} | {_mb(r)} |" for r in s["image_side"]]
-        lines += ["", "| video frames | time | time per frame | peak MB |", "|---|---|---|---|"]
-        lines += [f"| {r['frames']} | {_t(r)} | {r['median_s'] / r['frames'] * 1e3:.0f} ms | {_mb(r)} |"
+        lines += ["", "| video frames | time | time per frame | peak MB | of which the output clip | working memory |",
+                  "|---|---|---|---|---|---|"]
+        lines += [f"| {r['frames']} | {_t(r)} | {r['median_s'] / r['frames'] * 1e3:.0f} ms | {_mb(r)} | "
+                  f"{r['output_mb']:.0f} | {r['peak_mb'] - r['output_mb']:.0f} |" if r.get("peak_mb") is not None else
+                  f"| {r['frames']} | {_t(r)} | {r['median_s'] / r['frames'] * 1e3:.0f} ms | n/a | | |"
                   for r in s["video_length"]]
         p = s["packed"]
         lines += ["", f"Packed batch of {len(p['sizes'])} images of sizes {p['sizes']}: {_t(p['packed'])} in one call vs "

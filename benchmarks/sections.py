@@ -94,7 +94,8 @@ def scaling(device, dtype, preset, sides, lengths, video_side, repeats) -> dict:
     for frames in lengths:
         x = pixels((1, 3, frames, video_side, video_side), device, DTYPES[dtype])
         m = measure(lambda: model(x).sample, device, repeats)
-        out["video_length"].append(dict(frames=frames, **m.as_dict()))
+        output_mb = x.numel() * x.element_size() / 2**20  # the reconstruction itself must grow with the clip
+        out["video_length"].append(dict(frames=frames, output_mb=output_mb, **m.as_dict()))
         print(f"  scaling video {frames} frames: {m.cell()}, peak {m.peak_mb:.0f} MB", flush=True)
 
     sizes = [(256, 256), (192, 320), (128, 128), (320, 192)]

@@ -194,12 +194,15 @@ class AutoencoderAToken(ModelMixin, ConfigMixin, AutoencoderMixin, PeftAdapterMi
         """Decode video in tiles of ``stride_frames`` frames, each also attending to the keys/values of the last
         ``cache_frames`` frames of the tile before (0 = independent tiles). Both are multiples of 4 with a sum of at
         most ``temporal_tile_frames`` (16). The reference's default is 16 / 0; 12 / 4 smooths tile seams."""
+        self._check_decode_tiles(stride_frames, cache_frames)
+        self.decode_stride_frames, self.decode_cache_frames = stride_frames, cache_frames
+
+    def _check_decode_tiles(self, stride_frames: int, cache_frames: int) -> None:
         pt, limit = self.patch_size[0], self.config.temporal_tile_frames
         if stride_frames <= 0 or stride_frames % pt or cache_frames < 0 or cache_frames % pt:
             raise ValueError(f"stride_frames ({stride_frames}) and cache_frames ({cache_frames}) must be multiples of {pt}, stride > 0.")
         if stride_frames + cache_frames > limit:
             raise ValueError(f"stride_frames + cache_frames must be <= {limit}; got {stride_frames} + {cache_frames}.")
-        self.decode_stride_frames, self.decode_cache_frames = stride_frames, cache_frames
 
     # ------------------------------------------------------------------------------------ sparse entry points
 
@@ -236,10 +239,11 @@ class AutoencoderAToken(ModelMixin, ConfigMixin, AutoencoderMixin, PeftAdapterMi
         the position-table size (for spatial tiles of a larger latent).
         """
         check_tokens(latents, self.config.latent_channels, "latents")
+        stride = self.decode_stride_frames if stride_frames is None else stride_frames
+        cache = self.decode_cache_frames if cache_frames is None else cache_frames
+        self._check_decode_tiles(stride, cache)
         pt = self.patch_size[0]
-        stride = (stride_frames or self.decode_stride_frames) // pt
-        cache = (self.decode_cache_frames if cache_frames is None else cache_frames) // pt
-        layout = build_layout(latents.coords, stride=stride, cache=cache, extent=extent)
+        layout = build_layout(latents.coords, stride=stride // pt, cache=cache // pt, extent=extent)
         patches = self.decoder(latents.feats[layout.order].to(self.dtype), layout)
         return latents.replace(patches[layout.restore])
 
@@ -256,11 +260,19 @@ class AutoencoderAToken(ModelMixin, ConfigMixin, AutoencoderMixin, PeftAdapterMi
 
     @staticmethod
     def _time_chunked(fn, x: torch.Tensor, chunk: int | None) -> torch.Tensor:
-        """Run ``fn`` on consecutive chunks of ``chunk`` frames (dim 2) and concatenate: temporal tiles are
-        independent, so a long video costs the memory of one tile, like the reference's tile-by-tile loop."""
+        """Run ``fn`` on consecutive chunks of ``chunk`` frames (dim 2), writing each result into one preallocated
+        output: temporal tiles are independent, so a long video costs the memory of one tile plus its output, like
+        the reference's tile-by-tile loop."""
         if chunk is None or x.shape[2] <= chunk:
             return fn(x)
-        return torch.cat([fn(part) for part in x.split(chunk, dim=2)], dim=2)
+        out, start = None, 0
+        for part in x.split(chunk, dim=2):
+            y = fn(part)
+            if out is None:  # every chunk maps frames at the same rate (x4 for decode, /4 for encode)
+                out = y.new_empty(*y.shape[:2], -(-x.shape[2] * y.shape[2] // part.shape[2]), *y.shape[3:])
+            out[:, :, start : start + y.shape[2]] = y
+            start += y.shape[2]
+        return out[:, :, :start]
 
     def _tile_cells(self) -> tuple[int, int]:
         tile = self.tile_sample_min_size // self.patch_size[1]

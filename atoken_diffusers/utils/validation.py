@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 # Pixels are expected in [-1, 1]; a little overshoot (e.g. from a previous decode) is fine, 0..255 or 0..1-scaled
@@ -17,9 +19,19 @@ def check_tensor(x, name: str) -> torch.Tensor:
     return x
 
 
-def check_finite(x: torch.Tensor, name: str) -> None:
-    if x.is_floating_point() and not torch.isfinite(x).all():
-        bad = (~torch.isfinite(x)).sum().item()
+def value_range(x: torch.Tensor) -> tuple[float, float]:
+    """(min, max) in one pass without a temporary copy of ``x`` (NaN propagates into both)."""
+    lo, hi = torch.aminmax(x.detach())
+    return lo.item(), hi.item()
+
+
+def check_finite(x: torch.Tensor, name: str, bounds: tuple[float, float] | None = None) -> None:
+    """Raise if ``x`` holds NaN/Inf; ``bounds`` (min, max) from :func:`value_range` saves a pass over large inputs."""
+    if not x.is_floating_point():
+        return
+    lo, hi = bounds if bounds is not None else value_range(x)
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        bad = (~torch.isfinite(x)).sum().item()  # only on the error path
         raise ValueError(f"{name} contains {bad} NaN/Inf values; clean the input (e.g. torch.nan_to_num) first.")
 
 
@@ -38,8 +50,9 @@ def check_pixels(x, name: str = "x", channels: int = 3) -> torch.Tensor:
     if x.shape[1] != channels:
         hint = " (channel-last input? use x.permute(0, 3, 1, 2))" if x.shape[-1] == channels else ""
         raise ValueError(f"{name} must have {channels} channels in dim 1; got shape {tuple(x.shape)}{hint}.")
-    check_finite(x, name)
-    peak = x.detach().abs().max().item()
+    bounds = value_range(x)
+    check_finite(x, name, bounds)
+    peak = max(-bounds[0], bounds[1])
     if peak > PIXEL_LIMIT:
         raise ValueError(
             f"{name} has values up to {peak:.3g} but pixels must lie in [-1, 1]; rescale 0..255 input with "
