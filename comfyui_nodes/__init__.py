@@ -1,8 +1,17 @@
-"""ComfyUI custom nodes for AToken (drop this folder into ComfyUI/custom_nodes/).
+"""ComfyUI custom nodes for AToken: drop this folder into ``ComfyUI/custom_nodes/`` (with ``atoken-diffusers``
+installed in ComfyUI's Python) and put converted models in ``ComfyUI/models/atoken``.
 
-The node pack is being built (loader, encode/decode, tokenize, embed, mesh to Gaussian splat); until then it
-registers no nodes, so ComfyUI loads it without effect.
+Nodes: AToken Loader (also outputs a VAE usable by the built-in VAEEncode/VAEDecode/VAEDecodeTiled nodes), Encode,
+Decode, Tokenize/Detokenize (FSQ), Embed, Zero-shot Labels, Mesh to Gaussian Splat.
 """
 
-NODE_CLASS_MAPPINGS: dict = {}
-NODE_DISPLAY_NAME_MAPPINGS: dict = {}
+from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
+
+try:  # inside ComfyUI: make models/atoken known to folder_paths
+    from .paths import register
+
+    register()
+except ImportError:  # imported outside ComfyUI (tests, docs)
+    pass
+
+__all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]

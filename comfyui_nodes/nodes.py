@@ -1,0 +1,261 @@
+"""The AToken node pack: load, encode/decode, FSQ tokens, embeddings and zero-shot labels, mesh to Gaussian splat.
+
+ComfyUI conventions: IMAGE is (B, H, W, C) float in [0, 1] (a batch of frames doubles as a video), LATENT is
+{"samples": tensor}; AToken latents are raw (not scaled), (B, 48, h, w) for images and (B, 48, t, h, w) for videos.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+
+import torch
+
+from . import paths
+from .comfy_vae import ATokenComfyVAE
+
+CATEGORY = "AToken"
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class ATokenHandle:
+    """What flows along an ATOKEN edge: the model and its ComfyUI VAE view."""
+
+    def __init__(self, model):
+        self.model = model
+        self.vae = ATokenComfyVAE(model)
+
+
+def check_image(image, name: str = "image") -> torch.Tensor:
+    if not isinstance(image, torch.Tensor) or image.ndim != 4:
+        raise ValueError(f"{name} must be a ComfyUI IMAGE batch (B, H, W, C); got {getattr(image, 'shape', type(image))}.")
+    if image.shape[-1] not in (3, 4):
+        raise ValueError(f"{name} must have 3 (RGB) or 4 (RGBA) channels in the last dim; got {image.shape[-1]}.")
+    if image.shape[0] == 0 or image.shape[1] == 0 or image.shape[2] == 0:
+        raise ValueError(f"{name} is empty: shape {tuple(image.shape)}.")
+    return image[..., :3]
+
+
+def check_latent(latent, channels: int, name: str = "samples") -> torch.Tensor:
+    z = latent.get("samples") if isinstance(latent, dict) else None
+    if not isinstance(z, torch.Tensor) or z.ndim not in (4, 5):
+        raise ValueError(f"{name} must be a LATENT with samples (B, C, h, w) or (B, C, t, h, w).")
+    if z.shape[1] != channels:
+        raise ValueError(
+            f"{name} has {z.shape[1]} latent channels but this AToken model uses {channels}; encode with an AToken "
+            "node (a latent from another VAE cannot be decoded by AToken)."
+        )
+    return z
+
+
+@lru_cache(maxsize=2)
+def _load(path: str, dtype: str, device: str):
+    from atoken_diffusers import AutoencoderAToken
+
+    if os.path.isdir(path):
+        model = AutoencoderAToken.from_pretrained(path, torch_dtype=DTYPES[dtype])
+    else:
+        model = AutoencoderAToken.from_original(path, path[:-3] + ".yaml", torch_dtype=DTYPES[dtype])
+    dev = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+    return model.to(dev).eval()
+
+
+class ATokenLoader:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "model": (paths.list_models("autoencoder") or ["(put models in models/atoken)"],),
+            "dtype": (list(DTYPES), {"default": "fp32"}),
+            "device": (["auto", "cpu", "cuda"], {"default": "auto"}),
+        }}
+
+    RETURN_TYPES = ("ATOKEN", "VAE")
+    FUNCTION = "load"
+    CATEGORY = CATEGORY
+    DESCRIPTION = "Load AToken (a converted folder, or an official .pt with its .yaml) from models/atoken."
+
+    def load(self, model, dtype="fp32", device="auto"):
+        handle = ATokenHandle(_load(paths.resolve(model), dtype, device))
+        return (handle, handle.vae)
+
+
+class ATokenEncode:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"atoken": ("ATOKEN",), "image": ("IMAGE",),
+                             "as_video": ("BOOLEAN", {"default": False, "tooltip": "treat the batch as the frames of one video"})}}
+
+    RETURN_TYPES = ("LATENT",)
+    FUNCTION = "encode"
+    CATEGORY = CATEGORY
+
+    @torch.inference_mode()
+    def encode(self, atoken, image, as_video=False):
+        image = check_image(image)
+        if not as_video:
+            return ({"samples": atoken.vae.encode(image)},)
+        m = atoken.model
+        clip = (image.movedim(-1, 0)[None] * 2 - 1).to(m.device, m.dtype)  # (1, 3, T, H, W)
+        return ({"samples": m.encode(clip).latent_dist.mode().float().cpu()},)
+
+
+class ATokenDecode:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"atoken": ("ATOKEN",), "samples": ("LATENT",)}}
+
+    RETURN_TYPES = ("IMAGE",)
+    FUNCTION = "decode"
+    CATEGORY = CATEGORY
+
+    def decode(self, atoken, samples):
+        z = check_latent(samples, atoken.model.config.latent_channels)
+        images = atoken.vae.decode(z)
+        return (images.reshape(-1, *images.shape[-3:]),)  # video frames join the batch, as VAEDecode does
+
+
+class ATokenTokenize:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"atoken": ("ATOKEN",), "image": ("IMAGE",)}}
+
+    RETURN_TYPES = ("ATOKEN_TOKENS",)
+    FUNCTION = "tokenize"
+    CATEGORY = CATEGORY
+    DESCRIPTION = "Discrete FSQ indices (B, 8, h, w) in [0, 4096) (FSQ models such as So/D)."
+
+    @torch.inference_mode()
+    def tokenize(self, atoken, image):
+        m = atoken.model
+        x = (check_image(image).movedim(-1, 1) * 2 - 1).to(m.device, m.dtype)
+        return (m.tokenize(x).cpu(),)
+
+
+class ATokenDetokenize:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"atoken": ("ATOKEN",), "tokens": ("ATOKEN_TOKENS",)}}
+
+    RETURN_TYPES = ("LATENT",)
+    FUNCTION = "detokenize"
+    CATEGORY = CATEGORY
+
+    def detokenize(self, atoken, tokens):
+        return ({"samples": atoken.model.detokenize(tokens.to(atoken.model.device)).float().cpu()},)
+
+
+class ATokenEmbed:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"atoken": ("ATOKEN",), "image": ("IMAGE",)}}
+
+    RETURN_TYPES = ("ATOKEN_EMBEDDING",)
+    FUNCTION = "embed"
+    CATEGORY = CATEGORY
+    DESCRIPTION = "L2-normalised semantic embedding per image (B, 1152 for So/C)."
+
+    @torch.inference_mode()
+    def embed(self, atoken, image):
+        m = atoken.model
+        return (m.embed((check_image(image).movedim(-1, 1) * 2 - 1).to(m.device, m.dtype)).float().cpu(),)
+
+
+@lru_cache(maxsize=1)
+def _text_tower(path: str):
+    from atoken_diffusers.understanding import TextTower
+
+    return TextTower.from_pretrained(path)
+
+
+class ATokenZeroShot:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "atoken": ("ATOKEN",), "image": ("IMAGE",),
+            "labels": ("STRING", {"default": "cat, dog, car", "multiline": True}),
+            "text_model": ("STRING", {"default": "siglip2-so400m", "tooltip": "folder under models/atoken or an absolute path"}),
+            "top_k": ("INT", {"default": 3, "min": 1, "max": 100}),
+        }}
+
+    RETURN_TYPES = ("STRING",)
+    FUNCTION = "classify"
+    CATEGORY = CATEGORY
+    OUTPUT_NODE = True
+
+    def classify(self, atoken, image, labels, text_model, top_k=3):
+        from atoken_diffusers.understanding import ZeroShotClassifier
+
+        names = [s.strip() for s in labels.replace("\n", ",").split(",") if s.strip()]
+        if not names:
+            raise ValueError("labels is empty; write class names separated by commas.")
+        m = atoken.model
+        clf = ZeroShotClassifier(m, _text_tower(paths.resolve(text_model)), names)
+        x = (check_image(image).movedim(-1, 1) * 2 - 1).to(m.device, m.dtype)
+        lines = [", ".join(f"{label} {p:.3f}" for label, p in row) for row in clf.classify(x, top_k=top_k)]
+        text = "\n".join(lines)
+        return {"ui": {"text": [text]}, "result": (text,)}
+
+
+class ATokenMeshToSplat:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "atoken": ("ATOKEN",),
+            "gs_decoder": (paths.list_models("gaussian_decoder") or ["(put a converted Gaussian decoder in models/atoken)"],),
+            "mesh": ("STRING", {"default": "", "tooltip": "mesh file (glb/gltf/obj/ply/stl): a name in ComfyUI's input folder or a path"}),
+            "filename_prefix": ("STRING", {"default": "atoken/splat"}),
+        }}
+
+    RETURN_TYPES = ("STRING",)
+    RETURN_NAMES = ("model_file",)
+    FUNCTION = "convert"
+    CATEGORY = CATEGORY
+    OUTPUT_NODE = True
+    DESCRIPTION = "Mesh -> AToken voxel tokens -> Gaussian splat (.ply in the output folder; connect to Preview3D)."
+
+    def convert(self, atoken, gs_decoder, mesh, filename_prefix="atoken/splat"):
+        import folder_paths
+
+        from atoken_diffusers.three_d.gaussian_decoder import ATokenGaussianDecoder
+        from atoken_diffusers.three_d.pipeline import gaussians_from_voxels, pack_mesh
+
+        mesh_path = mesh if os.path.isabs(mesh) else os.path.join(folder_paths.get_input_directory(), mesh)
+        if not mesh or not os.path.isfile(mesh_path):
+            raise FileNotFoundError(f"mesh {mesh!r} not found (looked for {mesh_path}); upload it to the input folder.")
+        gs = ATokenGaussianDecoder.from_pretrained(paths.resolve(gs_decoder)).to(atoken.model.device).eval()
+        with torch.inference_mode():
+            coords, feats = pack_mesh(mesh_path)
+            splat = gaussians_from_voxels(atoken.model, gs, coords, feats)
+        out_dir = folder_paths.get_output_directory()
+        base = os.path.join(out_dir, filename_prefix)
+        os.makedirs(os.path.dirname(base), exist_ok=True)
+        index = 1
+        while os.path.exists(f"{base}_{index:05d}.ply"):
+            index += 1
+        path = f"{base}_{index:05d}.ply"
+        splat.save_ply(path)
+        rel = os.path.relpath(path, out_dir)
+        return {"ui": {"3d": [{"filename": os.path.basename(rel), "subfolder": os.path.dirname(rel), "type": "output"}]},
+                "result": (rel,)}
+
+
+NODE_CLASS_MAPPINGS = {
+    "ATokenLoader": ATokenLoader,
+    "ATokenEncode": ATokenEncode,
+    "ATokenDecode": ATokenDecode,
+    "ATokenTokenize": ATokenTokenize,
+    "ATokenDetokenize": ATokenDetokenize,
+    "ATokenEmbed": ATokenEmbed,
+    "ATokenZeroShot": ATokenZeroShot,
+    "ATokenMeshToSplat": ATokenMeshToSplat,
+}
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "ATokenLoader": "AToken Loader",
+    "ATokenEncode": "AToken Encode",
+    "ATokenDecode": "AToken Decode",
+    "ATokenTokenize": "AToken Tokenize (FSQ)",
+    "ATokenDetokenize": "AToken Detokenize (FSQ)",
+    "ATokenEmbed": "AToken Embed",
+    "ATokenZeroShot": "AToken Zero-shot Labels",
+    "ATokenMeshToSplat": "AToken Mesh to Gaussian Splat",
+}
