@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 
 FOLDER = "atoken"
+EMBEDDED = "(embedded default)"
 
 
 def register() -> None:
@@ -38,11 +39,21 @@ def list_models(kind: str = "autoencoder") -> list[str]:
                     names.append(entry)
             elif kind == "autoencoder" and entry.endswith(".pt") and os.path.isfile(path[:-3] + ".yaml"):
                 names.append(entry)
+    if kind == "autoencoder" and _embedded() is not None:
+        names.insert(0, EMBEDDED)
     return names
+
+
+def _embedded():
+    from atoken_diffusers.weights import default_model_dir
+
+    return default_model_dir()
 
 
 def resolve(name: str) -> str:
     """Full path of a model listed by :func:`list_models` (or an absolute path); a clear error when missing."""
+    if name == EMBEDDED and _embedded() is not None:
+        return str(_embedded())
     if os.path.isabs(name) and os.path.exists(name):
         return name
     for root in roots():

@@ -154,3 +154,13 @@ def test_every_node_is_registered(comfy):
     for name, cls in comfy.pack.NODE_CLASS_MAPPINGS.items():
         assert name in comfy.pack.NODE_DISPLAY_NAME_MAPPINGS
         assert callable(getattr(cls, cls.FUNCTION)) and "required" in cls.INPUT_TYPES()
+
+
+def test_embedded_default_is_offered_when_the_package_ships_one(comfy, monkeypatch, converted_dirs):
+    import atoken_diffusers.weights as weights
+
+    monkeypatch.setattr(weights, "DEFAULT_MODEL_DIR", converted_dirs["plain"])
+    options = comfy.nodes.ATokenLoader.INPUT_TYPES()["required"]["model"][0]
+    assert options[0] == "(embedded default)"
+    handle, _ = comfy.nodes.ATokenLoader().load("(embedded default)", "fp32", "cpu")
+    assert handle.model.config.latent_channels == 12
