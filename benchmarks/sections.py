@@ -26,9 +26,8 @@ def pixels(shape, device, dtype) -> torch.Tensor:
     return (torch.rand(shape, generator=g) * 2 - 1).to(device=device, dtype=dtype)
 
 
-def _free(*objs) -> None:
-    for o in objs:
-        del o
+def _free() -> None:
+    """Release what the caller just deleted before the next section measures memory."""
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
@@ -52,7 +51,8 @@ def official_vs_ours(checkout, device, dtypes, cases, repeats, preset="so-c") ->
                              speedup=b.median_s / a.median_s, max_abs_diff=diff))
             print(f"  official vs ours {label} {dname}: ours {a.cell()}, official {b.cell()}, "
                   f"x{b.median_s / a.median_s:.2f}, max|diff| {diff:.2e}", flush=True)
-        _free(ours, official)
+        del ours, official
+        _free()
     return rows
 
 
@@ -78,7 +78,8 @@ def peers(device, image_shape, video_shape, repeats, presets=("so-c", "base")) -
             rows.append(dict(model=name, input=f"{kind} {'x'.join(map(str, shape[2:]))}", params_m=params,
                              compression=ratio, latent_channels=channels, **m.as_dict()))
             print(f"  {name} {kind}: {m.cell()}, peak {m.peak_mb:.0f} MB", flush=True)
-        _free(model)
+        del model
+        _free()
     return rows
 
 
@@ -114,7 +115,8 @@ def scaling(device, dtype, preset, sides, lengths, video_side, repeats) -> dict:
     a, b = measure(run_packed, device, repeats), measure(run_single, device, repeats)
     out["packed"] = dict(sizes=sizes, packed=a.as_dict(), singles=b.as_dict(), speedup=b.median_s / a.median_s)
     print(f"  packed batch of {len(sizes)}: {a.cell()} vs singles {b.cell()}", flush=True)
-    _free(model)
+    del model
+    _free()
     return out
 
 
@@ -148,5 +150,6 @@ def efficiency(device, dtypes, side, repeats, preset="so-c", compile_model=False
         rows.append(row)
         print(f"  efficiency {dname}: {achieved / 1e12:.3f} TFLOP/s of {peak / 1e12:.3f} matmul "
               f"({100 * achieved / peak:.0f}%)", flush=True)
-        _free(model)
+        del model
+        _free()
     return rows

@@ -1,5 +1,6 @@
 """Meshes -> multi-view renders -> 64^3 voxel features, on real meshes bundled with gradio."""
 
+import importlib.util
 import math
 import os
 
@@ -18,6 +19,12 @@ pytest.importorskip("trimesh")
 
 
 def media_mesh(name: str) -> str:
+    """A mesh bundled with gradio (``Duck.glb``) or with pyvista (``pyvista:airplane.ply``), read from disk."""
+    if name.startswith("pyvista:"):
+        spec = importlib.util.find_spec("pyvista")
+        if spec is None:
+            pytest.skip("pyvista is not installed")
+        return os.path.join(spec.submodule_search_locations[0], "examples", name.split(":", 1)[1])
     gradio = pytest.importorskip("gradio")
     return os.path.join(os.path.dirname(gradio.__file__), "media_assets", "models3d", name)
 
@@ -37,7 +44,7 @@ def test_mesh_is_normalised(duck):
     assert np.isclose((hi - lo).max(), 1.0) and np.allclose((lo + hi) / 2, 0, atol=1e-9)
 
 
-@pytest.mark.parametrize("name", ["Duck.glb", "Bunny.obj", "face.obj"])
+@pytest.mark.parametrize("name", ["Duck.glb", "Bunny.obj", "face.obj", "pyvista:airplane.ply"])
 def test_occupied_voxels_lie_on_the_surface(name):
     mesh = load_mesh(media_mesh(name))
     renders = render_mesh(mesh, sphere_cameras(12, size=128))
