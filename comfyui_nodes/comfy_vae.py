@@ -18,6 +18,11 @@ ENCODE_BYTES_PER_VALUE = 256
 DECODE_BYTES_PER_LATENT = 256 * 16 * 16 * 3 // 48 * 4
 
 
+def to_model_pixels(model, image: torch.Tensor) -> torch.Tensor:
+    """ComfyUI IMAGE (B, H, W, 3) in [0, 1] -> (B, 3, H, W) in [-1, 1] on the model's device and dtype."""
+    return (image.movedim(-1, 1) * 2 - 1).to(model.device, model.dtype)
+
+
 def _model_management():
     try:
         import comfy.model_management as mm
@@ -82,8 +87,7 @@ class ATokenComfyVAE:
     # ---- encode
     @torch.inference_mode()
     def _encode(self, pixels: torch.Tensor) -> torch.Tensor:
-        x = pixels.to(self.model.device, self.model.dtype).movedim(-1, 1) * 2 - 1  # (B, 3, H, W) in [-1, 1]
-        return self.model.encode(x).latent_dist.mode().float().to(self.output_device)
+        return self.model.encode(to_model_pixels(self.model, pixels)).latent_dist.mode().float().to(self.output_device)
 
     def encode(self, pixels: torch.Tensor) -> torch.Tensor:
         """(B, H, W, C>=3) images in [0, 1] -> (B, 48, ceil(H/16), ceil(W/16)) latents (frames as separate images)."""

@@ -12,7 +12,7 @@ from functools import lru_cache
 import torch
 
 from . import paths
-from .comfy_vae import ATokenComfyVAE
+from .comfy_vae import ATokenComfyVAE, to_model_pixels
 
 CATEGORY = "AToken"
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -126,9 +126,7 @@ class ATokenTokenize:
 
     @torch.inference_mode()
     def tokenize(self, atoken, image):
-        m = atoken.model
-        x = (check_image(image).movedim(-1, 1) * 2 - 1).to(m.device, m.dtype)
-        return (m.tokenize(x).cpu(),)
+        return (atoken.model.tokenize(to_model_pixels(atoken.model, check_image(image))).cpu(),)
 
 
 class ATokenDetokenize:
@@ -156,8 +154,7 @@ class ATokenEmbed:
 
     @torch.inference_mode()
     def embed(self, atoken, image):
-        m = atoken.model
-        return (m.embed((check_image(image).movedim(-1, 1) * 2 - 1).to(m.device, m.dtype)).float().cpu(),)
+        return (atoken.model.embed(to_model_pixels(atoken.model, check_image(image))).float().cpu(),)
 
 
 @lru_cache(maxsize=1)
@@ -188,10 +185,9 @@ class ATokenZeroShot:
         names = [s.strip() for s in labels.replace("\n", ",").split(",") if s.strip()]
         if not names:
             raise ValueError("labels is empty; write class names separated by commas.")
-        m = atoken.model
-        clf = ZeroShotClassifier(m, _text_tower(paths.resolve(text_model)), names)
-        x = (check_image(image).movedim(-1, 1) * 2 - 1).to(m.device, m.dtype)
-        lines = [", ".join(f"{label} {p:.3f}" for label, p in row) for row in clf.classify(x, top_k=top_k)]
+        clf = ZeroShotClassifier(atoken.model, _text_tower(paths.resolve(text_model)), names)
+        rows = clf.classify(to_model_pixels(atoken.model, check_image(image)), top_k=top_k)
+        lines = [", ".join(f"{label} {p:.3f}" for label, p in row) for row in rows]
         text = "\n".join(lines)
         return {"ui": {"text": [text]}, "result": (text,)}
 
