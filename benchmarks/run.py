@@ -76,6 +76,19 @@ def _mb(m: dict) -> str:
     return "n/a" if m.get("peak_mb") is None else f"{m['peak_mb']:.0f}"
 
 
+def _table(title: str, header: list[str], rows: list[list]) -> list[str]:
+    """A Markdown section: title, header row, rows of cells."""
+    return [title, "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + [
+        "| " + " | ".join(str(c) for c in row) + " |" for row in rows] + [""]
+
+
+def _video_row(r: dict) -> list:
+    per_frame = f"{r['median_s'] / r['frames'] * 1e3:.0f} ms"
+    if r.get("peak_mb") is None:
+        return [r["frames"], _t(r), per_frame, "n/a", "", ""]
+    return [r["frames"], _t(r), per_frame, _mb(r), f"{r['output_mb']:.0f}", f"{r['peak_mb'] - r['output_mb']:.0f}"]
+
+
 def render(results: dict) -> str:
     mc = results["machine"]
     lines = [f"# AToken benchmarks — suite `{results['suite']}`", "",
@@ -83,38 +96,29 @@ def render(results: dict) -> str:
              + (f", GPU {mc['gpu']} (flash-attn {mc['flash_attn']})" if "gpu" in mc else "") + ".",
              "Times: median of repeated runs (min–max); peak: extra memory at the peak of one call (MB).", ""]
     if results.get("official"):
-        lines += ["## Ours vs the official implementation (same weights, same input, encode + decode)", "",
-                  "| case | dtype | ours | official | speed-up | max abs diff |", "|---|---|---|---|---|---|"]
-        lines += [f"| {r['case']} | {r['dtype']} | {_t(r['ours'])} | {_t(r['official'])} | x{r['speedup']:.2f} | "
-                  f"{r['max_abs_diff']:.1e} |" for r in results["official"]]
-        lines.append("")
+        lines += _table("## Ours vs the official implementation (same weights, same input, encode + decode)",
+                        ["case", "dtype", "ours", "official", "speed-up", "max abs diff"],
+                        [[r["case"], r["dtype"], _t(r["ours"]), _t(r["official"]), f"x{r['speedup']:.2f}",
+                          f"{r['max_abs_diff']:.1e}"] for r in results["official"]])
     if results.get("peers"):
-        lines += ["## Ours vs diffusers autoencoders (random weights, fp32, encode + decode)", "",
-                  "| model | params | compression | latent ch | input | time | peak MB |", "|---|---|---|---|---|---|---|"]
-        lines += [f"| {r['model']} | {r['params_m']:.0f}M | {r['compression']} | {r['latent_channels']} | {r['input']} | "
-                  f"{_t(r)} | {_mb(r)} |" for r in results["peers"]]
-        lines.append("")
+        lines += _table("## Ours vs diffusers autoencoders (random weights, fp32, encode + decode)",
+                        ["model", "params", "compression", "latent ch", "input", "time", "peak MB"],
+                        [[r["model"], f"{r['params_m']:.0f}M", r["compression"], r["latent_channels"], r["input"],
+                          _t(r), _mb(r)] for r in results["peers"]])
     s = results.get("scaling")
     if s:
-        lines += [f"## Scaling ({s['preset']} preset, {s['dtype']})", "", "| image side | tokens | time | peak MB |",
-                  "|---|---|---|---|"]
-        lines += [f"| {r['side']} | {r['tokens']} | {_t(r)} | {_mb(r)} |" for r in s["image_side"]]
-        lines += ["", "| video frames | time | time per frame | peak MB | of which the output clip | working memory |",
-                  "|---|---|---|---|---|---|"]
-        lines += [f"| {r['frames']} | {_t(r)} | {r['median_s'] / r['frames'] * 1e3:.0f} ms | {_mb(r)} | "
-                  f"{r['output_mb']:.0f} | {r['peak_mb'] - r['output_mb']:.0f} |" if r.get("peak_mb") is not None else
-                  f"| {r['frames']} | {_t(r)} | {r['median_s'] / r['frames'] * 1e3:.0f} ms | n/a | | |"
-                  for r in s["video_length"]]
+        lines += _table(f"## Scaling ({s['preset']} preset, {s['dtype']})", ["image side", "tokens", "time", "peak MB"],
+                        [[r["side"], r["tokens"], _t(r), _mb(r)] for r in s["image_side"]])
+        lines += _table("", ["video frames", "time", "time per frame", "peak MB", "of which the output clip",
+                             "working memory"], [_video_row(r) for r in s["video_length"]])[2:]
         p = s["packed"]
-        lines += ["", f"Packed batch of {len(p['sizes'])} images of sizes {p['sizes']}: {_t(p['packed'])} in one call vs "
+        lines += [f"Packed batch of {len(p['sizes'])} images of sizes {p['sizes']}: {_t(p['packed'])} in one call vs "
                   f"{_t(p['singles'])} as single calls (x{p['speedup']:.2f}).", ""]
     if results.get("efficiency"):
-        lines += ["## Efficiency vs the machine's matmul rate (encode + decode of one image)", "",
-                  "| preset | dtype | side | time | achieved TFLOP/s | plain matmul TFLOP/s | utilisation |",
-                  "|---|---|---|---|---|---|---|"]
-        lines += [f"| {r['preset']} | {r['dtype']} | {r['side']} | {r['seconds']:.3f} s | {r['achieved_tflops']:.3f} | "
-                  f"{r['matmul_tflops']:.3f} | {100 * r['utilisation']:.0f}% |" for r in results["efficiency"]]
-        lines.append("")
+        lines += _table("## Efficiency vs the machine's matmul rate (encode + decode of one image)",
+                        ["preset", "dtype", "side", "time", "achieved TFLOP/s", "plain matmul TFLOP/s", "utilisation"],
+                        [[r["preset"], r["dtype"], r["side"], f"{r['seconds']:.3f} s", f"{r['achieved_tflops']:.3f}",
+                          f"{r['matmul_tflops']:.3f}", f"{100 * r['utilisation']:.0f}%"] for r in results["efficiency"]])
     return "\n".join(lines)
 
 

@@ -6,9 +6,6 @@ from dataclasses import dataclass
 
 import torch
 
-COORD_NAMES = ("b", "t", "x", "y", "z")
-
-
 @dataclass
 class SparseTokens:
     """A packed set of tokens from one or more samples.
