@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import classify, convert, pack3d, reconstruct, selftest
+from . import classify, convert, demo, pack3d, reconstruct, selftest, train
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="atoken", description="AToken for diffusers: convert, reconstruct, classify, check.")
+    parser = argparse.ArgumentParser(prog="atoken", description="AToken for diffusers: convert, reconstruct, classify, train, demo, check.")
     sub = parser.add_subparsers(dest="command", required=True)
-    for module in (convert, reconstruct, classify, pack3d, selftest):
+    for module in (convert, reconstruct, classify, pack3d, selftest, train, demo):
         module.add_parser(sub)
     return parser
 

@@ -43,14 +43,17 @@ class TokenTransformer(nn.Module):
         )
         self.norm_out = make_norm(norm, dim)
         self.gradient_checkpointing = False
+        self.use_rope = True  # False turns the stack into a plain ViT (e.g. to compare with the SigLIP2 it came from)
 
     def run_blocks(self, feats: torch.Tensor, layout: TokenLayout) -> torch.Tensor:
         """(N, in_channels) tokens in group order -> (N, dim) normalised hidden states in group order."""
         xy = layout.positions[:, 1:3].long()
         x = self.proj_in(feats) + self.pos_table(xy, layout.group, layout.group_sizes).to(feats.dtype)
-        rope_q = RotaryTables(layout.positions, self.head_dim)
-        rope_k = rope_q if layout.key_positions is layout.positions else RotaryTables(layout.key_positions, self.head_dim)
-        ctx = AttentionContext(layout.plan, rope_q, rope_k)
+        ctx = AttentionContext(layout.plan)
+        if self.use_rope:
+            ctx.rope_q = RotaryTables(layout.positions, self.head_dim)
+            same = layout.key_positions is layout.positions
+            ctx.rope_k = ctx.rope_q if same else RotaryTables(layout.key_positions, self.head_dim)
         for block in self.blocks:
             if self.gradient_checkpointing and torch.is_grad_enabled():
                 x = self._gradient_checkpointing_func(block, x, ctx)

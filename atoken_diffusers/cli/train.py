@@ -1,0 +1,46 @@
+"""``atoken train CONFIG``: run (or resume) a training stage; works as is or under ``accelerate launch``."""
+
+from __future__ import annotations
+
+import yaml
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("train", help="train or fine-tune AToken (a stage config; resumes from its checkpoints)",
+                       description="Train AToken with the paper's adversarial-free recipe. CONFIG is a YAML file or a "
+                                   "bundled config name (tiny_stage1, stage1_images, ...). Multi-GPU/multi-node: "
+                                   "`accelerate launch [--num_processes N ...] -m atoken_diffusers train CONFIG`.")
+    p.add_argument("config")
+    p.add_argument("--output-dir", help="run folder (checkpoints, log.jsonl, final/); default from the config")
+    p.add_argument("--max-steps", type=int)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config entry, e.g. --set model.init_from=runs/s1/final --set optim.lr=1e-4")
+    p.set_defaults(func=run)
+
+
+def parse_overrides(args) -> dict:
+    overrides = {}
+    for item in args.set:
+        if "=" not in item:
+            raise SystemExit(f"--set {item!r}: expected KEY=VALUE, e.g. run.max_steps=100.")
+        key, value = item.split("=", 1)
+        overrides[key] = yaml.safe_load(value)
+    if args.output_dir:
+        overrides["run.output_dir"] = args.output_dir
+    if args.max_steps is not None:
+        overrides["run.max_steps"] = args.max_steps
+    return overrides
+
+
+def run(args) -> None:
+    from ..training.config import TrainConfig
+    from ..training.trainer import Trainer
+
+    try:
+        config = TrainConfig.from_yaml(args.config, parse_overrides(args))
+    except (ValueError, FileNotFoundError) as err:
+        raise SystemExit(f"atoken train: {err}") from None
+    trainer = Trainer(config)
+    records = trainer.train()
+    if trainer.accelerator.is_main_process and records:
+        print(f"done: step {records[-1]['step']}, loss {records[-1]['loss']:.4f}; model in {config.run.output_dir}")

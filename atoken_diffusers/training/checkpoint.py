@@ -1,0 +1,73 @@
+"""Checkpoints of a training run: written to a temporary folder and renamed when complete (a killed run never
+leaves a half-written checkpoint that resume would pick), the newest ``keep`` retained.
+
+A checkpoint holds what accelerate saves (model as safetensors, optimiser, RNG state of every process) plus
+``training_state.pt`` (EMA, scheduler, step), which is read back with ``torch.load(weights_only=True)``: nothing in a
+checkpoint is unpickled as arbitrary objects.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import torch
+
+_NAME = re.compile(r"^checkpoint-(\d+)$")
+STATE_FILE = "training_state.pt"
+
+
+class Progress:
+    """The training position: optimizer steps done. Batches are a function of it, so it is the data position."""
+
+    def __init__(self) -> None:
+        self.step = 0
+
+    def state_dict(self) -> dict:
+        return {"step": self.step}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.step = int(state["step"])
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    """The newest complete checkpoint folder of a run, or None."""
+    folder = Path(run_dir) / "checkpoints"
+    found = [(int(m.group(1)), p) for p in folder.glob("checkpoint-*") if (m := _NAME.match(p.name)) and p.is_dir()]
+    return max(found)[1] if found else None
+
+
+def save_checkpoint(accelerator, run_dir: str | Path, step: int, training_state: dict, keep: int = 2) -> Path:
+    """Save on every process (each writes its RNG state), publish atomically on the main process.
+    ``training_state``: tensors, numbers, lists and dicts only (EMA, scheduler, progress state dicts)."""
+    folder = Path(run_dir) / "checkpoints"
+    final, tmp = folder / f"checkpoint-{step:08d}", folder / f"checkpoint-{step:08d}.tmp"
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp), safe_serialization=True)
+    if accelerator.is_main_process:
+        torch.save(training_state, tmp / STATE_FILE)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        shutil.rmtree(final, ignore_errors=True)
+        tmp.rename(final)
+        done = sorted(p for p in folder.glob("checkpoint-*") if _NAME.match(p.name))
+        for old in done[:-keep] if keep > 0 else []:
+            shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def load_checkpoint(accelerator, folder: str | Path) -> dict:
+    """Restore accelerate's part of ``folder`` and return its training state."""
+    accelerator.load_state(str(folder))
+    return torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=True)
+
+
+def clean_partial(run_dir: str | Path) -> None:
+    """Remove temporary folders a killed run left behind."""
+    for p in (Path(run_dir) / "checkpoints").glob("checkpoint-*.tmp"):
+        shutil.rmtree(p, ignore_errors=True)

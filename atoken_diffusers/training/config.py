@@ -1,0 +1,162 @@
+"""Training configuration: one YAML file per curriculum stage, read into typed dataclasses.
+
+Unknown keys are errors (a typo must not silently fall back to a default). See ``configs/`` for the paper's stages
+and the tiny CPU stages used by the tests.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..losses.recipe import LossWeights
+
+
+@dataclass
+class ModelConfig:
+    preset: str = "tiny"                 # a name from atoken_diffusers.models.presets
+    overrides: dict = field(default_factory=dict)
+    init_from: str | None = None         # a diffusers folder (e.g. the previous stage's export); overlapping slices of
+                                         # resized tensors (32 -> 48 latent channels) are copied, new ones start at 0
+    siglip2_init: str | None = None      # a Siglip2VisionModel folder to initialise the encoder from
+
+
+@dataclass
+class SourceConfig:
+    kind: str = "images"                 # images | videos | voxels
+    paths: list = field(default_factory=list)   # files, folders, globs, or bundled sets: skimage, gradio:images, ...
+    sizes: list = field(default_factory=lambda: [256])  # image sides (or [h, w] pairs) drawn per sample
+    frames: int = 16                     # video clip length
+    strides: list = field(default_factory=lambda: [1, 2])  # frame strides drawn per clip
+    captions: str | None = None          # a JSON {file name: caption}; otherwise sidecar .txt files, else the name
+    exclude: list = field(default_factory=list)  # file-name patterns left out (held-out evaluation media)
+
+
+@dataclass
+class TaskConfig:
+    source: SourceConfig = field(default_factory=SourceConfig)
+    batch_size: int = 8
+    ratio: int = 1                       # steps of this task per round-robin cycle
+
+
+@dataclass
+class LossConfig(LossWeights):
+    lpips_vgg: str | None = None         # torchvision VGG16 file, "random" (tests) or None (term off)
+    lpips_heads: str | None = None       # LPIPS vgg.pth heads
+    gram_vgg: str | None = None          # torchvision VGG19 file, "random" or None
+    gram_layers: list = field(default_factory=lambda: ["relu1_2", "relu2_2", "relu3_4", "relu4_4", "relu5_4"])
+    feature_model: str | None = None     # CLIP/SigLIP vision folder for the CLIP-feature loss
+    teacher: str | None = None           # SigLIP2 (vision) folder for image distillation
+    text_model: str | None = None        # SigLIP2 text folder (semantic losses need captions embedded)
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 3e-4
+    min_lr: float = 3e-5
+    warmup_steps: int = 2000
+    betas: list = field(default_factory=lambda: [0.9, 0.95])
+    weight_decay: float = 0.1
+    encoder_lr_mult: float = 0.1
+    eight_bit: bool = False              # bitsandbytes AdamW8bit
+    grad_clip: float = 1.0
+
+
+@dataclass
+class LoraConfig:
+    rank: int = 16
+    alpha: int = 16
+    target_modules: list = field(default_factory=lambda: ["to_qkv", "to_out", "fc1", "fc2"])
+
+
+@dataclass
+class RunConfig:
+    max_steps: int = 100_000
+    grad_accum: int = 1
+    mixed_precision: str = "no"          # no | bf16 | fp16
+    gradient_checkpointing: bool = False
+    ema_decay: float = 0.9999
+    seed: int = 0
+    log_every: int = 10
+    checkpoint_every: int = 1000
+    keep_checkpoints: int = 2
+    output_dir: str = "runs/atoken"
+    sample_posterior: bool = True
+
+
+@dataclass
+class TrainConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    tasks: dict = field(default_factory=dict)     # name ("image", "video", "3d") -> TaskConfig
+    losses: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+    lora: LoraConfig | None = None
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, overrides: dict | None = None) -> "TrainConfig":
+        """Read ``path`` (a file, or the name of a bundled config such as ``tiny_stage1``). ``overrides`` maps dotted
+        keys to values, e.g. ``{"run.max_steps": 10, "model.init_from": "runs/s1/final"}``."""
+        data = yaml.safe_load(resolve_config_path(path).read_text()) or {}
+        for dotted, value in copy.deepcopy(overrides or {}).items():
+            node = data
+            for key in dotted.split(".")[:-1]:
+                node = node.setdefault(key, {})
+                if not isinstance(node, dict):
+                    raise ValueError(f"override {dotted!r}: {key!r} is not a section.")
+            node[dotted.split(".")[-1]] = value
+        config = _build(cls, data, "config")
+        config.validate()
+        return config
+
+    def validate(self) -> None:
+        if not self.tasks:
+            raise ValueError("config 'tasks' is empty; add at least one of image, video, 3d.")
+        for name, task in self.tasks.items():
+            if name not in ("image", "video", "3d"):
+                raise ValueError(f"tasks: unknown task {name!r}; use image, video or 3d.")
+            if task.batch_size < 1 or task.ratio < 1:
+                raise ValueError(f"tasks.{name}: batch_size and ratio must be >= 1.")
+        if self.run.mixed_precision not in ("no", "bf16", "fp16"):
+            raise ValueError(f"run.mixed_precision must be no, bf16 or fp16; got {self.run.mixed_precision!r}.")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+
+
+def resolve_config_path(path: str | Path) -> Path:
+    p = Path(path)
+    if p.is_file():
+        return p
+    bundled = CONFIG_DIR / f"{p.stem}.yaml"
+    if bundled.is_file():
+        return bundled
+    names = sorted(f.stem for f in CONFIG_DIR.glob("*.yaml"))
+    raise FileNotFoundError(f"config {str(path)!r} is neither a file nor a bundled config ({', '.join(names)}).")
+
+
+def _build(cls, data: Any, where: str):
+    if not isinstance(data, dict):
+        raise ValueError(f"{where}: expected a mapping, got {type(data).__name__}.")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ValueError(f"{where}: unknown keys {unknown}; known: {sorted(fields)}.")
+    kwargs = {}
+    for name, value in data.items():
+        kind = {"model": ModelConfig, "source": SourceConfig, "losses": LossConfig, "optim": OptimConfig,
+                "run": RunConfig, "lora": LoraConfig}.get(name)
+        if name == "tasks":
+            value = {k: _build(TaskConfig, v, f"{where}.tasks.{k}") for k, v in (value or {}).items()}
+        elif kind is not None and value is not None:
+            value = _build(kind, value, f"{where}.{name}")
+        kwargs[name] = value
+    return cls(**kwargs)

