@@ -11,6 +11,7 @@ import torch
 
 from atoken_diffusers import AutoencoderAToken
 from atoken_diffusers.conversion import load_original_autoencoder, save_atomically
+from tests.generation_data import gen_data, one_thread  # noqa: F401  (fixtures shared by the generation tests)
 
 PARITY = Path(__file__).parent / "data" / "parity"
 

@@ -105,7 +105,7 @@ def test_semantic_losses_with_teacher_and_text_tower(tmp_path):
     from tests.text_models import make_siglip_text_tower
 
     torch.manual_seed(0)
-    text_dir = make_siglip_text_tower(["astronaut", "coffee", "cat", "rocket", "world", "video", "b"], tmp_path / "text")
+    make_siglip_text_tower(["astronaut", "coffee", "cat", "rocket", "world", "video", "b"], tmp_path / "text")
     SiglipVisionModel(SiglipVisionConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=1,
                                          num_attention_heads=2, image_size=32, patch_size=16)).save_pretrained(tmp_path / "teacher")
     video = {"source": {"kind": "videos", "paths": ["gradio:videos"], "frames": 4, "sizes": [32],
@@ -147,3 +147,24 @@ def test_bundled_curriculum_configs_parse():
                                                   ["3d", "image", "video"]]
     assert [s.model.preset for s in stages] == ["so-c-s1", "so-c", "so-c", "so-d"]
     assert stages[0].losses.gram == 1000 and stages[0].losses.lpips == 10 and stages[0].losses.reconstruction == 0.2
+
+
+def test_voxel_crops_are_cubes_around_an_occupied_voxel(tmp_path):
+    import numpy as np
+
+    from atoken_diffusers.three_d.voxelize import save_voxel_features
+    from atoken_diffusers.training.config import SourceConfig
+    from atoken_diffusers.training.data import VoxelSource, make_batch
+
+    torch.manual_seed(0)
+    coords = torch.unique(torch.randint(0, 64, (3000, 3)), dim=0)
+    save_voxel_features(tmp_path / "asset.safetensors", coords, torch.randint(0, 256, (coords.shape[0], 768), dtype=torch.uint8))
+    source = VoxelSource(SourceConfig(kind="voxels", paths=[str(tmp_path)], max_tokens=500))
+    (kept, feats), caption = source.sample(np.random.default_rng(0))
+    assert kept.shape[0] == 500 and feats.shape == (500, 768) and caption == "asset"
+    dropped = coords[~(coords[:, None] == kept[None]).all(-1).any(1)]
+    centre_candidates = [c for c in kept if (kept - c).abs().amax(1).max() <= (dropped - c).abs().amax(1).min()]
+    assert centre_candidates  # some occupied voxel sees every kept voxel no farther than any dropped one
+    batch = make_batch(source, 2, np.random.default_rng(1))
+    assert batch.kind == "3d" and batch.tokens.feats.shape == (1000, 3072)
+    assert [t.shape for t in batch.split(batch.tokens.feats)] == [(500, 768), (500, 768)]

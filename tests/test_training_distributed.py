@@ -2,32 +2,28 @@
 tiny stage 2 adding gradio's bundled mp4 clips; a stage-1 run killed mid-way and resumed logs exactly the losses of
 the uninterrupted run.
 
-accelerate's ``--cpu`` launcher starts one process unless MPI is installed, so two CPU processes are started with
-``--multi_gpu`` (torchrun); without CUDA the trainer then runs them on the CPU (``Accelerator(cpu=True)``)."""
+See tests/processes.py for how two CPU processes are started and killed."""
 
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
+from tests.processes import kill_tree, launch_cmd
+
 pytestmark = pytest.mark.slow
 
 
-def launch_cmd(*args: str) -> list[str]:
-    return [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
-            str(29500 + os.getpid() % 1000), "-m", "atoken_diffusers", "train", *args]
+def launch(*args: str) -> list[str]:
+    return launch_cmd("atoken_diffusers", "train", *args)
 
 
 def run(*args: str) -> str:
-    out = subprocess.run(launch_cmd(*args), capture_output=True, text=True, timeout=600)
+    out = subprocess.run(launch(*args), capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     return out.stdout + out.stderr
 
@@ -55,13 +51,13 @@ def test_stage1_two_processes(stage1):
 
 def test_killed_run_resumes_to_the_same_losses(stage1, tmp_path):
     out = tmp_path / "killed"
-    proc = subprocess.Popen(launch_cmd("tiny_stage1", "--output-dir", str(out)), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(launch("tiny_stage1", "--output-dir", str(out)), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     while not (out / "checkpoints" / "checkpoint-00000004").is_dir():
         assert proc.poll() is None and time.time() < deadline, "the run ended before its first checkpoint"
         time.sleep(0.1)
-    os.killpg(proc.pid, signal.SIGKILL)
+    kill_tree(proc.pid)
     proc.wait()
     assert not (out / "final").exists()  # really killed mid-way
     log = run("tiny_stage1", "--output-dir", str(out))

@@ -17,6 +17,9 @@ def _reconstruct_mesh(args: argparse.Namespace, model) -> None:
     from ..three_d.gaussian_decoder import ATokenGaussianDecoder
     from ..three_d.pipeline import reconstruct_mesh
 
+    from ..weights import default_gs_decoder_dir
+
+    args.gs_decoder = args.gs_decoder or default_gs_decoder_dir()
     if not args.gs_decoder:
         raise SystemExit("--gs-decoder DIR is needed to turn a mesh into Gaussians (convert 3d_decode_gs.pt first).")
     if not args.output.lower().endswith((".ply", ".splat")):
@@ -32,11 +35,13 @@ def _reconstruct_mesh(args: argparse.Namespace, model) -> None:
 
 def add_parser(sub) -> None:
     p = sub.add_parser("reconstruct", help="reconstruct an image, video or mesh through AToken and report PSNR/SSIM")
-    p.add_argument("input", help="image (png, jpg, ...), video (mp4, mov, webm, ...) or mesh (glb, gltf, obj, ply, stl)")
-    p.add_argument("--model", required=True, help="converted folder, or an official .pt together with --config")
+    p.add_argument("input", help="image (png, jpg, ...), video (mp4, mov, webm, ...) or mesh (glb, gltf, obj, ply, stl); "
+                                 "bundled media as SET/NAME, e.g. skimage/chelsea.png, gradio:videos/a.mp4")
+    p.add_argument("--model", help="converted folder, or an official .pt together with --config (default: the "
+                                   "embedded atoken-small, or atoken-small-d with --discrete)")
     p.add_argument("--config", help="official YAML when --model is a .pt file")
     p.add_argument("--output", required=True, help="reconstruction file: same kind as the input; .ply/.splat for meshes")
-    p.add_argument("--gs-decoder", help="converted Gaussian decoder folder (needed for meshes)")
+    p.add_argument("--gs-decoder", help="converted Gaussian decoder folder (meshes; default: the embedded one)")
     p.add_argument("--views", type=int, default=24, help="meshes: packing views on a sphere")
     p.add_argument("--eval-views", type=int, default=8, help="meshes: held-out views scored for the 3D PSNR")
     p.add_argument("--dtype", choices=sorted(DTYPES), default="fp32")
@@ -51,6 +56,18 @@ def run(args: argparse.Namespace) -> None:
     from ..utils.media import is_video, load_image, load_video, save_image, save_video
     from ..utils.metrics import psnr, ssim
 
+    from ..training.media_sets import resolve_media
+    from ..weights import default_model_dir
+
+    try:
+        args.input = str(resolve_media(args.input))
+    except FileNotFoundError as err:
+        raise SystemExit(f"input: {err}") from None
+    if args.model is None:
+        embedded = default_model_dir(discrete=args.discrete)
+        if embedded is None:
+            raise SystemExit("--model is required: this installation ships no embedded model.")
+        args.model = str(embedded)
     model = load_model(args.model, args.config, args.dtype, args.device)
     if args.input.lower().endswith(MESH_SUFFIXES):
         return _reconstruct_mesh(args, model)

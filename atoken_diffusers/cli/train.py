@@ -24,7 +24,13 @@ def parse_overrides(args) -> dict:
         if "=" not in item:
             raise SystemExit(f"--set {item!r}: expected KEY=VALUE, e.g. run.max_steps=100.")
         key, value = item.split("=", 1)
-        overrides[key] = yaml.safe_load(value)
+        parsed = yaml.safe_load(value)
+        if isinstance(parsed, str):  # YAML 1.1 reads 2e-4 (no dot) as a string
+            try:
+                parsed = float(parsed)
+            except ValueError:
+                pass
+        overrides[key] = parsed
     if args.output_dir:
         overrides["run.output_dir"] = args.output_dir
     if args.max_steps is not None:

@@ -7,7 +7,7 @@ import threading
 from collections import OrderedDict
 from pathlib import Path
 
-from ..weights import default_model_dir
+from ..weights import default_gs_decoder_dir, default_model_dir
 from .inputs import DemoInputError
 
 NO_MODEL = (
@@ -31,8 +31,11 @@ class ModelStore:
                  allow_paths: bool = True, keep: int = 2):
         embedded = default_model_dir()
         self.embedded = str(embedded) if embedded is not None else None
-        listed = ([self.embedded] if self.embedded else []) + [str(Path(m).expanduser()) for m in models]
+        discrete = default_model_dir(discrete=True)
+        self.embedded_discrete = str(discrete) if discrete is not None else None
+        listed = [p for p in (self.embedded, self.embedded_discrete) if p] + [str(Path(m).expanduser()) for m in models]
         self.listed = list(dict.fromkeys(listed))
+        gs_decoder = gs_decoder or default_gs_decoder_dir()
         self.gs_decoder_path = str(gs_decoder) if gs_decoder else None
         self.text_model_path = str(text_model) if text_model else None
         self.dtype, self.device, self.allow_paths, self.keep = dtype, device, allow_paths, keep
@@ -41,7 +44,8 @@ class ModelStore:
         self._lock = threading.Lock()
 
     def choices(self) -> list[tuple[str, str]]:
-        return [("embedded default" if path == self.embedded else path, path) for path in self.listed]
+        names = {self.embedded: "embedded default", self.embedded_discrete: "embedded default, FSQ tokens"}
+        return [(names.get(path, path), path) for path in self.listed]
 
     @property
     def default(self) -> str | None:

@@ -4,6 +4,8 @@
 * ``so-d``: the same with FSQ (8 codebooks x 4096 codes; official ``atoken-sod``).
 * ``so-c-s1``: stage-1 checkpoint with 32 latent channels (official ``atoken-soc-s1``).
 * ``base``: the paper's Base variant (12 blocks, 768 wide, 12 heads).
+* ``small`` / ``small-d``: 6 + 6 blocks of width 192 (6.6M parameters), 48 latent channels (``small-d`` with FSQ,
+  8 codebooks x 4096 codes): the embedded default this project trains on CPU.
 * ``tiny`` / ``tiny-d``: 2 blocks of 64 channels, 12 latent channels (``tiny-d`` with FSQ, 2 codebooks); the shape
   of the parity fixtures, for tests.
 """
@@ -13,6 +15,11 @@ from __future__ import annotations
 _SO400M = dict(
     encoder_dim=1152, encoder_depth=27, encoder_heads=16, encoder_mlp_dim=4304,
     decoder_dim=1152, decoder_depth=27, decoder_heads=16, decoder_mlp_dim=4304,
+)
+
+_SMALL = dict(
+    encoder_dim=192, encoder_depth=6, encoder_heads=3, encoder_mlp_dim=768,
+    decoder_dim=192, decoder_depth=6, decoder_heads=3, decoder_mlp_dim=768,
 )
 
 _TINY = dict(
@@ -30,6 +37,8 @@ PRESETS: dict[str, dict] = {
         decoder_dim=768, decoder_depth=12, decoder_heads=12, decoder_mlp_dim=3072,
         latent_channels=48,
     ),
+    "small": dict(_SMALL, latent_channels=48),
+    "small-d": dict(_SMALL, latent_channels=48, use_quantizer=True, fsq_codebook_size=4096, fsq_num_codebooks=8),
     "tiny": _TINY,
     "tiny-d": dict(_TINY, use_quantizer=True, fsq_codebook_size=4096, fsq_num_codebooks=2),
 }

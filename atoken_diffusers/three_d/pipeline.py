@@ -48,7 +48,7 @@ def pack_mesh(mesh: str | os.PathLike | ColoredMesh, num_views: int = NUM_VIEWS,
 
 def gaussians_from_voxels(atoken, gs_decoder, coords: torch.Tensor, feats: torch.Tensor) -> Gaussians:
     """Encode voxel features with AToken, decode the mean latent, and turn the decoded voxels into Gaussians."""
-    device, dtype = atoken.device, atoken.dtype
+    device = atoken.device
     tokens = voxels_to_tokens(coords.to(device), feats.to(device))
     latents = atoken.encode_tokens(tokens).latent_dist.mean
     decoded = tokens_to_voxel_features(atoken.decode_tokens(tokens.replace(latents)).feats)

