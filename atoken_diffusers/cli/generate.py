@@ -1,5 +1,9 @@
-"""``atoken generate image --pipeline DIR --class-id 3 --seed 0 --out x.png``: sample from a trained generator
-pipeline (DiT or AR, told apart by its model_index.json)."""
+"""``atoken generate image|video|3d``: sample from a trained generator pipeline (told apart by its model_index.json).
+
+    atoken generate image --pipeline DIR --class-id 3 --seed 0 --out x.png        # DiT or AR
+    atoken generate video --pipeline DIR --prompt "a red car" --num-frames 17 --out x.mp4   # Wan on AToken latents
+    atoken generate 3d photo.png --pipeline DIR --out object.ply                 # image-to-3D Gaussian splat
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ from .common import DTYPES, pick_device
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("generate", help="generate images with a trained AToken DiT or AR pipeline")
+    p = sub.add_parser("generate", help="generate images (DiT/AR), videos (Wan) or 3D splats with a trained pipeline")
     what = p.add_subparsers(dest="what", required=True)
     img = what.add_parser("image", help="class-conditional (or text-conditional) images")
     img.add_argument("--pipeline", required=True, help="pipeline folder (e.g. RUN/pipeline of train-generator)")
@@ -33,19 +37,58 @@ def add_parser(sub) -> None:
     img.add_argument("--device", help="cpu, cuda, ... (default: cuda when available)")
     img.set_defaults(func=run)
 
+    vid = what.add_parser("video", help="text-to-video (or image-to-video) with a Wan pipeline on AToken latents")
+    vid.add_argument("--pipeline", required=True, help="pipeline folder (RUN/pipeline of train_wan)")
+    vid.add_argument("--prompt", required=True, help="what the video shows")
+    vid.add_argument("--negative-prompt", help="what to steer away from (classifier-free guidance)")
+    vid.add_argument("--image", help="first frame, for an image-to-video pipeline")
+    vid.add_argument("--num-frames", type=int, help="4k + 1 (default: the training length); AToken decodes 4 (k + 1)")
+    vid.add_argument("--height", type=int, help="pixels (default: the training size)")
+    vid.add_argument("--width", type=int)
+    vid.add_argument("--steps", type=int, default=50, help="denoising steps")
+    vid.add_argument("--guidance", type=float, default=5.0, help="classifier-free guidance scale (1: off)")
+    vid.add_argument("--seed", type=int, default=0)
+    vid.add_argument("--fps", type=float, default=16.0)
+    vid.add_argument("--out", required=True, help="video file (.mp4)")
+    vid.add_argument("--dtype", choices=sorted(DTYPES), default="fp32")
+    vid.add_argument("--device", help="cpu, cuda, ... (default: cuda when available)")
+    vid.set_defaults(func=run_video)
 
-def load_pipeline(folder: str, dtype: str = "fp32", device: str | None = None):
+    obj = what.add_parser("3d", help="image-to-3D: a Gaussian splat (.ply) of the object in an image")
+    obj.add_argument("image", help="image file of the object")
+    obj.add_argument("--pipeline", required=True, help="ATokenImageTo3DPipeline folder (RUN/pipeline)")
+    obj.add_argument("--out", required=True, help="Gaussian splat file: .ply (3D Gaussian Splatting) or .splat")
+    obj.add_argument("--steps", type=int, default=25, help="denoising steps of each stage")
+    obj.add_argument("--guidance", type=float, default=3.0, help="classifier-free guidance scale (1: off)")
+    obj.add_argument("--threshold", type=float, default=0.0, help="occupancy logit threshold of stage 1")
+    obj.add_argument("--seed", type=int, default=0)
+    obj.add_argument("--dtype", choices=sorted(DTYPES), default="fp32")
+    obj.add_argument("--device", help="cpu, cuda, ... (default: cuda when available)")
+    obj.set_defaults(func=run_3d)
+
+
+PIPELINES = {  # model_index.json class name -> (module, class) that loads it
+    "ATokenDiTPipeline": ("atoken_diffusers.generation.pipeline_dit", "ATokenDiTPipeline"),
+    "ATokenARPipeline": ("atoken_diffusers.generation.pipeline_ar", "ATokenARPipeline"),
+    "ATokenWanPipeline": ("atoken_diffusers.generation.pipeline_wan", "ATokenWanPipeline"),
+    "ATokenWanImageToVideoPipeline": ("atoken_diffusers.generation.pipeline_wan", "ATokenWanImageToVideoPipeline"),
+    "WanPipeline": ("diffusers", "WanPipeline"),
+    "ATokenImageTo3DPipeline": ("atoken_diffusers.generation.image_to_3d", "ATokenImageTo3DPipeline"),
+}
+
+
+def load_pipeline(folder: str, dtype: str = "fp32", device: str | None = None,
+                  allowed: tuple[str, ...] = ("ATokenDiTPipeline", "ATokenARPipeline"), what: str = "image"):
+    import importlib
+
     index = Path(folder) / "model_index.json"
     if not index.is_file():
-        raise SystemExit(f"--pipeline {folder}: no model_index.json; pass the pipeline/ folder of train-generator.")
+        raise SystemExit(f"--pipeline {folder}: no model_index.json; pass the pipeline/ folder of a training run.")
     name = json.loads(index.read_text()).get("_class_name")
-    if name == "ATokenDiTPipeline":
-        from ..generation.pipeline_dit import ATokenDiTPipeline as cls
-    elif name == "ATokenARPipeline":
-        from ..generation.pipeline_ar import ATokenARPipeline as cls
-    else:
-        raise SystemExit(f"--pipeline {folder} holds a {name}; atoken generate runs ATokenDiTPipeline or "
-                         "ATokenARPipeline.")
+    if name not in allowed:
+        raise SystemExit(f"--pipeline {folder} holds a {name}; atoken generate {what} runs {' or '.join(allowed)}.")
+    module, cls_name = PIPELINES[name]
+    cls = getattr(importlib.import_module(module), cls_name)
     kwargs = {} if dtype == "fp32" else {"torch_dtype": DTYPES[dtype]}
     return cls.from_pretrained(folder, **kwargs).to(pick_device(device))
 
@@ -99,3 +142,55 @@ def run(args: argparse.Namespace) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         save_image(image * 2 - 1, path)
     print(f"wrote {', '.join(map(str, paths))} ({type(pipe).__name__}, seed {args.seed})")
+
+
+def run_video(args: argparse.Namespace) -> None:
+    import torch
+
+    from ..generation.wan import check_num_frames
+    from ..utils.media import save_video
+
+    pipe = load_pipeline(args.pipeline, args.dtype, args.device, what="video",
+                         allowed=("ATokenWanPipeline", "ATokenWanImageToVideoPipeline", "WanPipeline"))
+    pipe.set_progress_bar_config(disable=True)
+    kwargs = dict(prompt=args.prompt, negative_prompt=args.negative_prompt, num_inference_steps=args.steps,
+                  guidance_scale=args.guidance, generator=torch.Generator(device="cpu").manual_seed(args.seed),
+                  output_type="pt")
+    for key in ("num_frames", "height", "width"):
+        if getattr(args, key) is not None:
+            kwargs[key] = getattr(args, key)
+    is_i2v = type(pipe).__name__ == "ATokenWanImageToVideoPipeline"
+    try:
+        if "num_frames" in kwargs:
+            check_num_frames(kwargs["num_frames"], "--num-frames")
+        if is_i2v != bool(args.image):
+            raise ValueError("--image is needed by image-to-video pipelines and refused by text-to-video ones.")
+        if is_i2v:
+            kwargs["image"] = args.image
+        frames = pipe(**kwargs).frames  # (1, F, 3, H, W) in [0, 1]
+    except (ValueError, TypeError, FileNotFoundError) as err:
+        raise SystemExit(f"atoken generate video: {err}") from None
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_video(frames[0].float().permute(1, 0, 2, 3) * 2 - 1, out, fps=args.fps)
+    print(f"wrote {out} ({frames.shape[1]} frames of {frames.shape[-1]} x {frames.shape[-2]}, seed {args.seed})")
+
+
+def run_3d(args: argparse.Namespace) -> None:
+    import torch
+
+    pipe = load_pipeline(args.pipeline, args.dtype, args.device, allowed=("ATokenImageTo3DPipeline",), what="3d")
+    pipe.set_progress_bar_config(disable=True)
+    out = Path(args.out)
+    if out.suffix.lower() not in (".ply", ".splat"):
+        raise SystemExit(f"--out {out}: use a .ply (3D Gaussian Splatting) or .splat file name.")
+    try:
+        generator = torch.Generator(device="cpu").manual_seed(args.seed)
+        result = pipe(args.image, num_inference_steps=args.steps, guidance_scale=args.guidance,
+                      occupancy_threshold=args.threshold, generator=generator)
+    except (ValueError, TypeError, FileNotFoundError, RuntimeError) as err:
+        raise SystemExit(f"atoken generate 3d: {err}") from None
+    gaussians = result.gaussians[0]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    (gaussians.save_ply if out.suffix.lower() == ".ply" else gaussians.save_splat)(out)
+    print(f"wrote {out} ({len(gaussians)} Gaussians on {result.coords[0].shape[0]} voxels, seed {args.seed})")

@@ -53,7 +53,7 @@ class GeneratorTrainer:
         self.accelerator = accelerator or Accelerator(cpu=not torch.cuda.is_available(),
                                                       mixed_precision=run.mixed_precision)
         self.out_dir = Path(run.output_dir)
-        self.data = LatentShards(config.data.shards, config.data.kind, config.data.in_memory)
+        self.data = self.load_data()
         torch.manual_seed(run.seed)  # identical initial weights on every process
         self.model = self.build_model()
         if run.gradient_checkpointing:
@@ -69,6 +69,12 @@ class GeneratorTrainer:
             self.ema.to(self.accelerator.device)
 
     # ------------------------------------------------------------------------------------------------ to define
+
+    def load_data(self):
+        """The training set: anything with ``len()`` and ``batch(index) -> {name: tensor}`` (default: the latent
+        shards of ``data.shards``)."""
+        data = self.config.data
+        return LatentShards(data.shards, data.kind, data.in_memory)
 
     def build_model(self) -> torch.nn.Module:
         raise NotImplementedError

@@ -79,7 +79,7 @@ class ImageSource:
                 limit = 2 * max(max(_side(s)) for s in self.cfg.sizes)
                 if max(im.size) > limit:  # keep the cache small: crops never need more than twice the output
                     im.thumbnail((limit, limit), Image.Resampling.LANCZOS)
-                self._cache[i] = np.asarray(im)
+                self._cache[i] = np.array(im)  # writable copy (torch.from_numpy needs one)
         return self._cache[i]
 
     def sample(self, rng: np.random.Generator) -> tuple[torch.Tensor, str]:

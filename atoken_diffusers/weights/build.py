@@ -16,6 +16,7 @@ import json
 import shlex
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -48,7 +49,9 @@ def train_stages(run_dir: Path, launcher: list[str]) -> None:
             continue
         cmd = [*launcher, "train", f"embedded_stage{k}", "--output-dir", str(run_dir / f"stage{k}")]
         print("$", shlex.join(cmd), flush=True)
+        start = time.perf_counter()
         subprocess.run(cmd, check=True)
+        (run_dir / f"stage{k}" / "seconds.txt").write_text(f"{time.perf_counter() - start:.0f}\n")
 
 
 def fit_gs_decoder(run_dir: Path, steps: int) -> Path:
@@ -92,6 +95,9 @@ def main(argv=None) -> None:
     report = evaluate_all(DEFAULT_MODEL_DIR, DEFAULT_DISCRETE_DIR, DEFAULT_GS_DECODER_DIR)
     (WEIGHTS_DIR / "metrics.json").write_text(json.dumps(report, indent=1) + "\n")
     print(json.dumps(report, indent=1))
+    from .model_card import write_card
+
+    print(write_card(run_dir, args.gs_steps))
 
 
 if __name__ == "__main__":
