@@ -41,7 +41,7 @@ def _images(n=2):
 
 def test_loader_lists_folders_and_official_pairs(comfy):
     options = comfy.nodes.ATokenLoader.INPUT_TYPES()["required"]["model"][0]
-    assert options == ["official.pt", "tiny", "tiny-fsq"]
+    assert options == ["(embedded default)", "official.pt", "tiny", "tiny-fsq"]  # the shipped model comes first
     assert "atoken" in sys.modules["folder_paths"].folder_names_and_paths
     handle, vae = comfy.nodes.ATokenLoader().load("official.pt", "fp32", "cpu")
     assert vae is handle.vae and handle.model.config.latent_channels == 12
@@ -159,8 +159,10 @@ def test_every_node_is_registered(comfy):
 def test_embedded_default_is_offered_when_the_package_ships_one(comfy, monkeypatch, converted_dirs):
     import atoken_diffusers.weights as weights
 
+    handle, _ = comfy.nodes.ATokenLoader().load("(embedded default)", "fp32", "cpu")
+    assert handle.model.config.latent_channels == 48  # atoken-small, shipped in atoken_diffusers/weights
     monkeypatch.setattr(weights, "DEFAULT_MODEL_DIR", converted_dirs["plain"])
-    options = comfy.nodes.ATokenLoader.INPUT_TYPES()["required"]["model"][0]
-    assert options[0] == "(embedded default)"
     handle, _ = comfy.nodes.ATokenLoader().load("(embedded default)", "fp32", "cpu")
     assert handle.model.config.latent_channels == 12
+    monkeypatch.setattr(weights, "DEFAULT_MODEL_DIR", converted_dirs["plain"] / "absent")
+    assert "(embedded default)" not in comfy.nodes.ATokenLoader.INPUT_TYPES()["required"]["model"][0]

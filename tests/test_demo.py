@@ -223,7 +223,8 @@ def test_without_model_or_extras_the_page_explains(monkeypatch, parity_dir):
     from atoken_diffusers.demo.models import NO_MODEL
     from atoken_diffusers.demo.ui import NO_GENERATION, build_demo
 
-    monkeypatch.setattr("atoken_diffusers.demo.models.default_model_dir", lambda: None)
+    monkeypatch.setattr("atoken_diffusers.demo.models.default_model_dir", lambda discrete=False: None)
+    monkeypatch.setattr("atoken_diffusers.demo.models.default_gs_decoder_dir", lambda: None)
     store = ModelStore()
     app = build_demo(store)
     texts = [getattr(block, "value", None) for block in app.blocks.values()]
@@ -244,7 +245,8 @@ def test_without_model_or_extras_the_page_explains(monkeypatch, parity_dir):
 def test_embedded_default_is_listed_first(monkeypatch, converted_dirs):
     from atoken_diffusers.demo import ModelStore
 
-    monkeypatch.setattr("atoken_diffusers.demo.models.default_model_dir", lambda: converted_dirs["plain"])
+    monkeypatch.setattr("atoken_diffusers.demo.models.default_model_dir",
+                        lambda discrete=False: None if discrete else converted_dirs["plain"])
     store = ModelStore([str(converted_dirs["fsq"])])
     assert store.choices()[0] == ("embedded default", str(converted_dirs["plain"]))
     assert store.default == str(converted_dirs["plain"])

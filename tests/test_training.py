@@ -59,6 +59,28 @@ def test_grown_latent_reconstructs_like_the_smaller_model():
         assert torch.equal(big.encode(x).latent_dist.mean[:, :8], small.encode(x).latent_dist.mean)
 
 
+def test_growth_refuses_anything_but_latent_channels():
+    small = AutoencoderAToken.from_preset("tiny", latent_channels=8)
+    wider = AutoencoderAToken.from_preset("tiny", latent_channels=12, encoder_mlp_dim=192)
+    with pytest.raises(ValueError, match="only the latent channels may grow"):
+        copy_overlapping(wider, small.state_dict())
+    with pytest.raises(ValueError, match="missing"):
+        copy_overlapping(AutoencoderAToken.from_preset("tiny", encoder_depth=3), small.state_dict())
+
+
+def test_random_crops_keep_the_requested_aspect():
+    import numpy as np
+
+    from atoken_diffusers.training.data import _random_crop
+
+    img = np.zeros((600, 600, 3), np.uint8)
+    rng = np.random.default_rng(0)
+    for aspect in (96 / 160, 160 / 96):  # height / width
+        ratios = np.array([c.shape[0] / c.shape[1] for c in (_random_crop(img, rng, aspect) for _ in range(50))])
+        assert ((ratios < 1) == (aspect < 1)).all()  # wide stays wide, tall stays tall (the crop is then resized)
+        assert abs(np.median(ratios) / aspect - 1) < 0.2, (aspect, np.median(ratios))
+
+
 def test_lora_trains_only_adapters_saves_and_merges(tmp_path):
     torch.manual_seed(0)
     base_dir = tmp_path / "base"

@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> None:
     from ..utils.media import is_video, load_image, load_video, save_image, save_video
     from ..utils.metrics import psnr, ssim
 
-    from ..training.media_sets import resolve_media
+    from ..utils.media_sets import resolve_media
     from ..weights import default_model_dir
 
     try:

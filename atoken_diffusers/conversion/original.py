@@ -158,15 +158,19 @@ def load_original_autoencoder(checkpoint, config, torch_dtype: torch.dtype | Non
     return torch.nn.Module.to(model, torch_dtype) if torch_dtype is not None else model
 
 
-def save_atomically(model, output: str | os.PathLike, overwrite: bool = False) -> Path:
-    """``save_pretrained`` into a temporary folder beside ``output``, then rename it into place."""
+def save_atomically(model, output: str | os.PathLike, overwrite: bool = False, save=None) -> Path:
+    """``save_pretrained`` (or ``save(folder)`` when given) into a temporary folder beside ``output``, then rename it
+    into place: a killed writer never leaves a folder that looks complete."""
     output = Path(output)
     if output.exists() and not overwrite:
         raise FileExistsError(f"{output} exists; pass overwrite=True (--overwrite) to replace it.")
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
     try:
-        model.save_pretrained(tmp, safe_serialization=True)
+        if save is not None:
+            save(tmp)
+        else:
+            model.save_pretrained(tmp, safe_serialization=True)
         if output.exists():
             shutil.rmtree(output)
         os.replace(tmp, output)

@@ -22,7 +22,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from ..training.media_sets import captions_for
+from ..utils.media_sets import captions_for
 from .image_folder import check_resolution, load_batch, scan_labelled
 from .shards import FORMAT, MANIFEST
 
@@ -32,9 +32,18 @@ PLAN = "plan.json"
 PAUSE_ENV = "ATOKEN_ENCODE_PAUSE_AFTER"
 
 
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 23), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def model_fingerprint(model_dir: Path) -> dict:
-    """What identifies the autoencoder: its config and the names and sizes of its weight files."""
-    weights = sorted((p.name, p.stat().st_size) for p in model_dir.glob("*.safetensors"))
+    """What identifies the autoencoder: its config and the content hashes of its weight files (a retrained model of
+    the same shape is a different plan, so its shards are not mistaken for finished)."""
+    weights = sorted((p.name, _sha256(p)) for p in model_dir.glob("*.safetensors"))
     config = json.loads((model_dir / "config.json").read_text())
     for key in ("latents_mean", "latents_std"):  # statistics do not change the latents
         config.pop(key, None)

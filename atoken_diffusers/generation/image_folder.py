@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..training.media_sets import EXTS, expand_paths
+from ..utils.media_sets import EXTS, expand_paths
 from ..utils.media import load_video, to_tensor
 from .inputs import PATCH
 

@@ -46,7 +46,7 @@ def encode_3d_dataset(meshes, model, out, views: int = 8, image_size: int = 256,
     from ..three_d.pipeline import pack_mesh
     from ..three_d.render_mesh import render_mesh
     from ..tokens.voxels import voxels_to_tokens
-    from ..training.media_sets import expand_paths
+    from ..utils.media_sets import expand_paths
     from .encode_dataset import model_fingerprint
     from .image_condition import image_tokens
 

@@ -12,13 +12,12 @@ Unknown keys are errors.
 from __future__ import annotations
 
 import dataclasses
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
-from ..training.config import OptimConfig, apply_overrides
+from ..training.config import OptimConfig, apply_overrides, build_dataclass
 
 
 @dataclass
@@ -95,28 +94,3 @@ class GeneratorTrainConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
-
-
-def build_dataclass(cls, data, where: str):
-    """``cls(**data)`` with nested dataclass fields built recursively; unknown keys raise."""
-    if not isinstance(data, dict):
-        raise ValueError(f"{where}: expected a mapping, got {type(data).__name__}.")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        raise ValueError(f"{where}: unknown keys {unknown}; known: {sorted(fields)}.")
-    hints = typing.get_type_hints(cls)
-    kwargs = {}
-    for name, value in data.items():
-        kind = hints[name]
-        if dataclasses.is_dataclass(kind) and isinstance(kind, type):
-            base = getattr(cls(), name)  # the section's defaults as this config declares them
-            merged = {**dataclasses.asdict(base), **(value or {})}
-            value = build_dataclass(kind, merged, f"{where}.{name}")
-        elif kind in (int, float) and not isinstance(value, bool) and isinstance(value, (int, float, str)):
-            try:  # YAML reads "2e-4" (no dot) as a string
-                value = kind(value) if kind is float or not isinstance(value, float) else value
-            except ValueError:
-                raise ValueError(f"{where}.{name} must be a number; got {value!r}.") from None
-        kwargs[name] = value
-    return cls(**kwargs)

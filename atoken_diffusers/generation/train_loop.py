@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..training.checkpoint import Progress, checkpoint_run, start_run
+from ..training.checkpoint import Progress, finish_step, start_run
 from ..training.optimization import make_optimizer, make_scheduler
 from ..training.run_log import progress_bar
 from .shards import LatentShards
@@ -138,16 +138,8 @@ class GeneratorTrainer:
                 acc.clip_grad_norm_(self.params, self.config.optim.grad_clip)
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
-            self.scheduler.step()
-            if self.ema is not None:
-                self.ema.step(self.params)
-            self.progress.step = step + 1
-            record = self._log(step + 1, loss.detach())
-            records.append(record)
-            bar.update(1)
-            bar.set_postfix(loss=f"{record['loss']:.4f}", refresh=False)
-            if self.progress.step % run.checkpoint_every == 0 or self.progress.step == run.max_steps:
-                checkpoint_run(acc, self.out_dir, self.ema, self.scheduler, self.progress, run.keep_checkpoints)
+            records.append(finish_step(acc, self.out_dir, run, self.scheduler, self.ema, self.params, self.progress,
+                                       bar, lambda done: self._log(done, loss.detach())))
         bar.close()
         self.export()
         return records

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..training.media_sets import caption_for
+from ..utils.media_sets import caption_for
 from .latent_stats import latent_normalization, normalize_latents, stats_from_latents
 from .train_config import DataConfig, FlowConfig, GeneratorTrainConfig, ModelSpec
 from .train_loop import GeneratorTrainer

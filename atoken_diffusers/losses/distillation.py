@@ -19,6 +19,8 @@ def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, text: torch.
     if student.shape != teacher.shape or text.ndim != 2 or text.shape[1] != student.shape[1]:
         raise ValueError(f"student {tuple(student.shape)}, teacher {tuple(teacher.shape)} and text "
                          f"{tuple(text.shape)} embeddings must share D (paired (B, D), (L, D)).")
+    if text.shape[0] < 2:
+        raise ValueError(f"text must hold at least 2 embeddings (a softmax over one text is constant); got {text.shape[0]}.")
     text = F.normalize(text.float(), dim=-1)
     s = logit_scale * F.normalize(student.float(), dim=-1) @ text.t()
     t = logit_scale * F.normalize(teacher.float(), dim=-1) @ text.t()

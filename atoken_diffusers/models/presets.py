@@ -4,7 +4,7 @@
 * ``so-d``: the same with FSQ (8 codebooks x 4096 codes; official ``atoken-sod``).
 * ``so-c-s1``: stage-1 checkpoint with 32 latent channels (official ``atoken-soc-s1``).
 * ``base``: the paper's Base variant (12 blocks, 768 wide, 12 heads).
-* ``small`` / ``small-d``: 6 + 6 blocks of width 192 (6.6M parameters), 48 latent channels (``small-d`` with FSQ,
+* ``small`` / ``small-d``: 6 + 6 blocks of width 192 (7.1M parameters), 48 latent channels (``small-d`` with FSQ,
   8 codebooks x 4096 codes): the embedded default this project trains on CPU.
 * ``tiny`` / ``tiny-d``: 2 blocks of 64 channels, 12 latent channels (``tiny-d`` with FSQ, 2 codebooks); the shape
   of the parity fixtures, for tests.

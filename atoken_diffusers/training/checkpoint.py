@@ -78,7 +78,9 @@ def start_run(accelerator, run_dir: str | Path, config: dict, ema, scheduler, pr
     run_dir.mkdir(parents=True, exist_ok=True)
     if accelerator.is_main_process:
         clean_partial(run_dir)
-        (run_dir / "config.json").write_text(json.dumps(config, indent=1))
+        tmp = run_dir / "config.json.tmp"
+        tmp.write_text(json.dumps(config, indent=1))
+        tmp.replace(run_dir / "config.json")
     accelerator.wait_for_everyone()
     resume = latest_checkpoint(run_dir)
     if resume is None:
@@ -86,6 +88,7 @@ def start_run(accelerator, run_dir: str | Path, config: dict, ema, scheduler, pr
     state = load_checkpoint(accelerator, resume)
     if ema is not None:
         ema.load_state_dict(state["ema"])
+        ema.to(accelerator.device)  # the state was read onto the CPU
     scheduler.load_state_dict(state["scheduler"])
     progress.load_state_dict(state["progress"])
     accelerator.print(f"resumed from {resume} at step {progress.step}")
@@ -99,6 +102,22 @@ def checkpoint_run(accelerator, run_dir: str | Path, ema, scheduler, progress, k
     state = {"ema": ema.state_dict() if ema is not None else {}, "scheduler": scheduler.state_dict(),
              "progress": progress.state_dict()}
     return save_checkpoint(accelerator, run_dir, progress.step, state, keep)
+
+
+def finish_step(accelerator, run_dir, run, scheduler, ema, params, progress, bar, log) -> dict:
+    """Everything after an optimizer step, shared by the trainers: the scheduler and EMA step, the step counter, the
+    log record (``log(step)`` returns it), the progress bar, and a checkpoint every ``run.checkpoint_every`` steps
+    and at the end. Returns the record."""
+    scheduler.step()
+    if ema is not None:
+        ema.step(params)
+    progress.step += 1
+    record = log(progress.step)
+    bar.update(1)
+    bar.set_postfix(loss=f"{record['loss']:.4f}", refresh=False)
+    if progress.step % run.checkpoint_every == 0 or progress.step == run.max_steps:
+        checkpoint_run(accelerator, run_dir, ema, scheduler, progress, run.keep_checkpoints)
+    return record
 
 
 def clean_partial(run_dir: str | Path) -> None:

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import yaml
 
@@ -93,7 +93,7 @@ class RunConfig:
 @dataclass
 class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
-    tasks: dict = field(default_factory=dict)     # name ("image", "video", "3d") -> TaskConfig
+    tasks: dict[str, TaskConfig] = field(default_factory=dict)  # "image", "video", "3d" -> TaskConfig
     losses: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     run: RunConfig = field(default_factory=RunConfig)
@@ -104,22 +104,35 @@ class TrainConfig:
         """Read ``path`` (a file, or the name of a bundled config such as ``tiny_stage1``). ``overrides`` maps dotted
         keys to values, e.g. ``{"run.max_steps": 10, "model.init_from": "runs/s1/final"}``."""
         data = apply_overrides(yaml.safe_load(resolve_config_path(path).read_text()) or {}, overrides)
-        config = _build(cls, data, "config")
+        config = build_dataclass(cls, data, "config")
         config.validate()
         return config
 
     def validate(self) -> None:
+        """Reject settings that would fail later or silently misbehave; messages name the key and its value."""
+        run, optim = self.run, self.optim
+        for key in ("max_steps", "grad_accum", "checkpoint_every", "log_every"):
+            if getattr(run, key) < 1:
+                raise ValueError(f"run.{key} must be >= 1; got {getattr(run, key)}.")
+        if optim.warmup_steps < 0 or not 0 < optim.min_lr <= optim.lr:
+            raise ValueError(f"optim needs warmup_steps >= 0 and 0 < min_lr <= lr; got warmup_steps="
+                             f"{optim.warmup_steps}, min_lr={optim.min_lr}, lr={optim.lr}.")
         if not self.tasks:
             raise ValueError("config 'tasks' is empty; add at least one of image, video, 3d.")
         for name, task in self.tasks.items():
             if name not in ("image", "video", "3d"):
                 raise ValueError(f"tasks: unknown task {name!r}; use image, video or 3d.")
-            if task.batch_size < 1 or task.ratio < 1:
-                raise ValueError(f"tasks.{name}: batch_size and ratio must be >= 1.")
+            for key in ("batch_size", "ratio"):
+                if getattr(task, key) < 1:
+                    raise ValueError(f"tasks.{name}.{key} must be >= 1; got {getattr(task, key)}.")
+            expected = {"image": "images", "video": "videos", "3d": "voxels"}[name]
+            if task.source.kind != expected:
+                raise ValueError(f"tasks.{name}.source.kind must be {expected!r}; got {task.source.kind!r}.")
         if self.run.mixed_precision not in ("no", "bf16", "fp16"):
             raise ValueError(f"run.mixed_precision must be no, bf16 or fp16; got {self.run.mixed_precision!r}.")
 
     def to_dict(self) -> dict:
+        """The whole configuration as plain data (written to the run's config.json)."""
         return dataclasses.asdict(self)
 
 
@@ -139,30 +152,47 @@ def apply_overrides(data: dict, overrides: dict | None) -> dict:
 
 
 def resolve_config_path(path: str | Path) -> Path:
+    """A YAML file, or the bare name of a bundled config (``tiny_stage1``); a missing file is an error, never a
+    fallback to a bundled config of the same name."""
     p = Path(path)
     if p.is_file():
         return p
-    bundled = CONFIG_DIR / f"{p.stem}.yaml"
-    if bundled.is_file():
+    bundled = CONFIG_DIR / f"{p.name}.yaml"
+    if p.parent == Path(".") and p.suffix == "" and bundled.is_file():
         return bundled
     names = sorted(f.stem for f in CONFIG_DIR.glob("*.yaml"))
     raise FileNotFoundError(f"config {str(path)!r} is neither a file nor a bundled config ({', '.join(names)}).")
 
 
-def _build(cls, data: Any, where: str):
+def build_dataclass(cls, data, where: str):
+    """``cls(**data)`` with nested dataclass fields built recursively; unknown keys raise."""
     if not isinstance(data, dict):
         raise ValueError(f"{where}: expected a mapping, got {type(data).__name__}.")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))
     if unknown:
         raise ValueError(f"{where}: unknown keys {unknown}; known: {sorted(fields)}.")
+    hints = typing.get_type_hints(cls)
     kwargs = {}
     for name, value in data.items():
-        kind = {"model": ModelConfig, "source": SourceConfig, "losses": LossConfig, "optim": OptimConfig,
-                "run": RunConfig, "lora": LoraConfig}.get(name)
-        if name == "tasks":
-            value = {k: _build(TaskConfig, v, f"{where}.tasks.{k}") for k, v in (value or {}).items()}
-        elif kind is not None and value is not None:
-            value = _build(kind, value, f"{where}.{name}")
+        kind = hints[name]
+        args = typing.get_args(kind)
+        if type(None) in args:  # X | None: None stays None, a mapping builds X
+            if value is None:
+                kwargs[name] = None
+                continue
+            kind = next(a for a in args if a is not type(None))
+        if typing.get_origin(kind) is dict and dataclasses.is_dataclass(typing.get_args(kind)[1]):
+            item = typing.get_args(kind)[1]  # e.g. tasks: {name: TaskConfig}
+            value = {k: build_dataclass(item, v or {}, f"{where}.{name}.{k}") for k, v in (value or {}).items()}
+        elif dataclasses.is_dataclass(kind) and isinstance(kind, type):
+            base = getattr(cls(), name) or kind()  # the section's defaults as this config declares them
+            merged = {**dataclasses.asdict(base), **(value or {})}
+            value = build_dataclass(kind, merged, f"{where}.{name}")
+        elif kind in (int, float) and not isinstance(value, bool) and isinstance(value, (int, float, str)):
+            try:  # YAML reads "2e-4" (no dot) as a string
+                value = kind(value) if kind is float or not isinstance(value, float) else value
+            except ValueError:
+                raise ValueError(f"{where}.{name} must be a number; got {value!r}.") from None
         kwargs[name] = value
     return cls(**kwargs)

@@ -18,7 +18,7 @@ from ..tokens.patchify import PATCH_SIZE, grid_to_tokens, pad_to_patches, tokens
 from ..tokens.sparse import SparseTokens
 from ..tokens.voxels import VOXEL_FEATURES, voxels_to_tokens
 from .config import SourceConfig
-from .media_sets import captions_for, expand_paths
+from ..utils.media_sets import captions_for, expand_paths
 
 MAX_CACHED_FRAMES = 256
 
@@ -94,10 +94,12 @@ class ImageSource:
 
 
 def _random_crop(img: np.ndarray, rng: np.random.Generator, aspect: float) -> np.ndarray:
+    """A crop of 35-100 % of the area whose height / width is ``aspect`` times a factor in [3/4, 4/3]."""
     H, W = img.shape[:2]
     area = H * W * rng.uniform(0.35, 1.0)
     ratio = aspect * np.exp(rng.uniform(np.log(3 / 4), np.log(4 / 3)))
-    ch, cw = min(H, max(8, int(round(np.sqrt(area / ratio))))), min(W, max(8, int(round(np.sqrt(area * ratio)))))
+    # ratio is height / width: h = sqrt(area * ratio), w = sqrt(area / ratio)
+    ch, cw = min(H, max(8, int(round(np.sqrt(area * ratio))))), min(W, max(8, int(round(np.sqrt(area / ratio)))))
     y, x = int(rng.integers(H - ch + 1)), int(rng.integers(W - cw + 1))
     return img[y : y + ch, x : x + cw]
 
@@ -132,7 +134,8 @@ class VideoSource:
                     if len(frames) >= MAX_CACHED_FRAMES:
                         break
             if len(frames) < self.cfg.frames:
-                raise ValueError(f"{self.files[i]}: {len(frames)} frames, fewer than the clip length {self.cfg.frames}.")
+                raise ValueError(f"{self.files[i]}: {len(frames)} frames, fewer than source.frames = {self.cfg.frames}; "
+                                 "lower it or exclude the file.")
             self._cache[i] = np.stack(frames)
         return self._cache[i]
 
@@ -183,8 +186,9 @@ SOURCES = {"images": ImageSource, "videos": VideoSource, "voxels": VoxelSource}
 
 
 def make_source(cfg: SourceConfig):
+    """The sampler of one task's ``source`` section."""
     if cfg.kind not in SOURCES:
-        raise ValueError(f"source kind must be one of {sorted(SOURCES)}; got {cfg.kind!r}.")
+        raise ValueError(f"tasks.<task>.source.kind must be one of {sorted(SOURCES)}; got {cfg.kind!r}.")
     return SOURCES[cfg.kind](cfg)
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..conversion.original import save_atomically
 from ..three_d.camera import sphere_cameras
 from ..three_d.gaussians import Gaussians
 from ..three_d.mesh import load_mesh
@@ -35,6 +36,7 @@ class SplatAsset:
 
 
 def prepare_asset(mesh_path, views: int = 24, size: int = 96) -> SplatAsset:
+    """Pack a mesh into voxel features and ray-cast its ``views`` target renders at ``size`` px."""
     mesh = load_mesh(mesh_path)
     coords, feats = pack_mesh(mesh)
     cameras = sphere_cameras(views, size=size, offset=0.25)
@@ -42,6 +44,7 @@ def prepare_asset(mesh_path, views: int = 24, size: int = 96) -> SplatAsset:
 
 
 def splats(decoder, coords: torch.Tensor, feats: torch.Tensor) -> Gaussians:
+    """Gaussians of one object from its voxel ``coords`` (N, 3) and features ``feats`` (N, 768) in [-1, 1]."""
     out = decoder(feats.to(decoder.dtype), torch.cat([torch.zeros_like(coords[:, :1]), coords], 1))
     return Gaussians(out.xyz.float(), out.features_dc.reshape(-1, 3).float(), out.scaling.float(),
                      out.rotation.float(), out.opacity.float())
@@ -68,8 +71,8 @@ def fit_gaussian_decoder(decoder, assets: list[SplatAsset], out_dir: str | os.Pa
         asset = assets[step % len(assets)]
         rng = np.random.default_rng([seed, step])
         pick = rng.choice(len(asset.cameras), size=min(views_per_step, len(asset.cameras)), replace=False)
-        for group in optimizer.param_groups:  # cosine decay to 10 %
-            group["lr"] = lr * (0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * step / steps)))
+        for group in optimizer.param_groups:  # cosine decay to 10 %; a Python float, so checkpoints load weights-only
+            group["lr"] = float(lr * (0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * step / steps))))
         renders = render_views(splats(decoder, asset.coords, asset.feats), [asset.cameras[i] for i in pick])
         loss = (renders - asset.targets[torch.as_tensor(pick)]).abs().mean()
         loss.backward()
@@ -84,5 +87,5 @@ def fit_gaussian_decoder(decoder, assets: list[SplatAsset], out_dir: str | os.Pa
             with open(out / "log.jsonl", "a") as f:
                 f.write(json.dumps({"step": step + 1, "loss": float(np.mean(losses[-checkpoint_every:]))}) + "\n")
             log(f"gaussian decoder step {step + 1}/{steps}: L1 {np.mean(losses[-checkpoint_every:]):.4f}")
-    decoder.eval().save_pretrained(out / "final")
+    save_atomically(decoder.eval(), out / "final", overwrite=True)
     return losses

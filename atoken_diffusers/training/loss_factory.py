@@ -16,6 +16,10 @@ def _weights(value: str | None):
 
 
 def build_loss(cfg: LossConfig) -> ATokenLoss:
+    """The :class:`ATokenLoss` of a ``losses`` section, its frozen networks loaded from local files."""
+    if cfg.lpips_vgg and cfg.lpips_vgg != "random" and not cfg.lpips_heads:
+        raise ValueError("losses.lpips_heads is not set: LPIPS with a real VGG16 needs the LPIPS head file (vgg.pth); "
+                         "random heads would silently change the loss.")
     lpips = LPIPS(_weights(cfg.lpips_vgg), _weights(cfg.lpips_heads)) if cfg.lpips_vgg else None
     gram = GramLoss(VGGFeatures("vgg19", cfg.gram_layers, weights=_weights(cfg.gram_vgg))) if cfg.gram_vgg else None
     feature = FeaturePerceptualLoss(FrozenVisionTower.from_pretrained(cfg.feature_model, cfg.perceptual_size)) \
@@ -27,6 +31,7 @@ def build_loss(cfg: LossConfig) -> ATokenLoss:
 
 
 def build_text_tower(cfg: LossConfig, device):
+    """The frozen SigLIP text tower that embeds captions, or None when ``losses.text_model`` is unset."""
     if not cfg.text_model:
         return None
     from ..understanding.text import TextTower

@@ -6,14 +6,25 @@ import json
 from pathlib import Path
 
 
+def _step(line: str) -> int | None:
+    try:
+        return json.loads(line)["step"]
+    except (ValueError, KeyError, TypeError):
+        return None  # a line cut short by a kill
+
+
 def truncate_log(path: Path, step: int) -> None:
-    """Drop records a killed run logged after its last checkpoint (the resumed run logs those steps again)."""
+    """Drop records a killed run logged after its last checkpoint (the resumed run logs those steps again), and
+    any half-written line; the file is replaced atomically."""
     if path.is_file():
-        kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
-        path.write_text("".join(line + "\n" for line in kept))
+        kept = [line for line in path.read_text().splitlines() if (s := _step(line)) is not None and s <= step]
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text("".join(line + "\n" for line in kept))
+        tmp.replace(path)
 
 
 def progress_bar(accelerator, total: int, initial: int):
+    """A tqdm bar on the local main process only (others get a disabled one)."""
     import sys
 
     from tqdm.auto import tqdm

@@ -1,5 +1,6 @@
-"""The AToken trainer on accelerate: one process per GPU (or CPU process) under ``accelerate launch``; DDP, FSDP
-and DeepSpeed come from the accelerate config, mixed precision and gradient accumulation from the training config.
+"""The AToken trainer on accelerate: one process per GPU (or CPU process) under ``accelerate launch`` with DDP (FSDP
+and DeepSpeed accelerate configs are untested: EMA and clipping use the unsharded parameters); mixed precision and
+gradient accumulation come from the training config.
 
 Every optimizer step runs ``grad_accum`` micro-batches, each from the next task of the round-robin cycle. Batches and
 posterior noise are drawn from generators seeded by (seed, micro-step, process), and model, EMA, optimiser,
@@ -15,8 +16,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..conversion.original import save_atomically
 from ..tokens.sparse import SparseTokens
-from .checkpoint import Progress, checkpoint_run, start_run
+from .checkpoint import Progress, finish_step, start_run
 from .config import TrainConfig
 from .run_log import progress_bar
 from .data import make_batch, make_source
@@ -106,33 +108,27 @@ class Trainer:
             text = self.text_tower.encode(batch.captions) if self.text_tower is not None else None
             kl_moments = None if self.model.quantizer is not None else moments
             loss, terms = self.loss(batch.kind, recon, targets, kl_moments, embedding, text)
+            if not torch.isfinite(loss):  # before any update (a bad step must not reach the weights)
+                raise FloatingPointError(f"loss became {loss.item()} at micro-step {micro} ({task}); lower optim.lr "
+                                         "or use mixed_precision bf16 instead of fp16.")
             acc.backward(loss)
             if acc.sync_gradients and self.config.optim.grad_clip:
                 acc.clip_grad_norm_(self.trainable, self.config.optim.grad_clip)
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss became {loss.item()} at micro-step {micro} ({task}); lower optim.lr or "
-                                     "use mixed_precision bf16 instead of fp16.")
         return {"task": task, "loss": float(terms.pop("loss")), **{f"{task}/{k}": float(v) for k, v in terms.items()}}
 
     def train(self) -> list[dict]:
         """Run (or resume) to ``run.max_steps``; returns the log records of this call (also in ``log.jsonl``)."""
         run, acc = self.config.run, self.accelerator
         start_run(acc, self.out_dir, self.config.to_dict(), self.ema, self.scheduler, self.progress)
+        self.step_module.train()
         records, bar = [], progress_bar(acc, run.max_steps, self.progress.step)
         while self.progress.step < run.max_steps:
             step = self.progress.step
             micro_logs = [self._micro_step(step * run.grad_accum + j) for j in range(run.grad_accum)]
-            self.scheduler.step()
-            self.ema.step(self.trainable)
-            self.progress.step = step + 1
-            record = self._log(step + 1, micro_logs)
-            records.append(record)
-            bar.update(1)
-            bar.set_postfix(loss=f"{record['loss']:.4f}", refresh=False)
-            if self.progress.step % run.checkpoint_every == 0 or self.progress.step == run.max_steps:
-                checkpoint_run(acc, self.out_dir, self.ema, self.scheduler, self.progress, run.keep_checkpoints)
+            records.append(finish_step(acc, self.out_dir, run, self.scheduler, self.ema, self.trainable, self.progress,
+                                       bar, lambda done: self._log(done, micro_logs)))
         bar.close()
         self.export()
         return records
@@ -161,8 +157,8 @@ class Trainer:
         self.ema.copy_to(self.trainable)
         try:
             if self.config.lora is not None:
-                model.save_lora_adapter(str(self.out_dir / "lora"))
+                save_atomically(model, self.out_dir / "lora", overwrite=True, save=lambda d: model.save_lora_adapter(str(d)))
             else:
-                model.save_pretrained(self.out_dir / "final")
+                save_atomically(model, self.out_dir / "final", overwrite=True)
         finally:
             self.ema.restore(self.trainable)

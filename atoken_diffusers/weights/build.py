@@ -29,9 +29,10 @@ GS_CONFIG = dict(model_channels=96, num_blocks=2, num_heads=2, mlp_channels=384,
 
 
 def pack_meshes(out: Path) -> list[Path]:
+    """Voxel-feature files of the training meshes in ``out`` (packed once, then reused)."""
     from ..three_d.pipeline import pack_mesh
     from ..three_d.voxelize import save_voxel_features
-    from ..training.media_sets import bundled_folder
+    from ..utils.media_sets import bundled_folder
 
     out.mkdir(parents=True, exist_ok=True)
     files = []
@@ -44,10 +45,15 @@ def pack_meshes(out: Path) -> list[Path]:
 
 
 def train_stages(run_dir: Path, launcher: list[str]) -> None:
+    """Run the four curriculum stages in ``run_dir``, skipping those whose ``final/`` exists."""
     for k in range(1, 5):
-        if (run_dir / f"stage{k}" / "final" / "config.json").is_file():
+        if (run_dir / f"stage{k}" / "final" / "config.json").is_file():  # final/ appears only complete (renamed)
             continue
         cmd = [*launcher, "train", f"embedded_stage{k}", "--output-dir", str(run_dir / f"stage{k}")]
+        if k > 1:  # the configs name runs/embedded; follow --run-dir instead
+            cmd += ["--set", f"model.init_from={run_dir / f'stage{k - 1}' / 'final'}"]
+        if k > 2:
+            cmd += ["--set", f"tasks.3d.source.paths=[{run_dir / 'voxels'}]"]
         print("$", shlex.join(cmd), flush=True)
         start = time.perf_counter()
         subprocess.run(cmd, check=True)
@@ -55,9 +61,10 @@ def train_stages(run_dir: Path, launcher: list[str]) -> None:
 
 
 def fit_gs_decoder(run_dir: Path, steps: int) -> Path:
+    """Fit the Gaussian decoder on the training meshes (resumable); returns its ``final/`` folder."""
     from ..three_d.gaussian_decoder import ATokenGaussianDecoder
     from ..training.gaussian_decoder import fit_gaussian_decoder, prepare_asset
-    from ..training.media_sets import bundled_folder
+    from ..utils.media_sets import bundled_folder
 
     final = run_dir / "gs" / "final"
     if not (final / "config.json").is_file():
@@ -68,13 +75,15 @@ def fit_gs_decoder(run_dir: Path, steps: int) -> Path:
 
 
 def export(run_dir: Path) -> None:
+    """Copy stage 3 (continuous), stage 4 (FSQ) and the Gaussian decoder into the package as bf16, atomically."""
+    from ..conversion.original import save_atomically
     from ..models.autoencoder_atoken import AutoencoderAToken
     from ..three_d.gaussian_decoder import ATokenGaussianDecoder
 
     for cls, src, dst in ((AutoencoderAToken, run_dir / "stage3" / "final", DEFAULT_MODEL_DIR),
                           (AutoencoderAToken, run_dir / "stage4" / "final", DEFAULT_DISCRETE_DIR),
                           (ATokenGaussianDecoder, run_dir / "gs" / "final", DEFAULT_GS_DECODER_DIR)):
-        cls.from_pretrained(src, torch_dtype=torch.bfloat16).save_pretrained(dst, safe_serialization=True)
+        save_atomically(cls.from_pretrained(src, torch_dtype=torch.bfloat16), dst, overwrite=True)
         print(f"exported {src} -> {dst}")
 
 

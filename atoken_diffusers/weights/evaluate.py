@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..training.media_sets import bundled_folder
+from ..utils.media_sets import bundled_folder
 from ..utils.media import load_image, load_video
 from ..utils.metrics import psnr, ssim
 
@@ -37,11 +37,13 @@ def square(x: torch.Tensor, size: int = 256) -> torch.Tensor:
 
 
 def held_out_image(bundle: str, name: str) -> torch.Tensor:
+    """A bundled image as (1, 3, 256, 256) in [-1, 1]."""
     return square(load_image(bundled_folder(bundle) / name))
 
 
 @torch.no_grad()
 def evaluate_images(model, discrete: bool = False) -> dict:
+    """PSNR/SSIM of every held-out image at 256 px and their means (through FSQ tokens when ``discrete``)."""
     scores = {}
     for bundle, name in HELD_OUT_IMAGES:
         x = held_out_image(bundle, name)
@@ -53,6 +55,7 @@ def evaluate_images(model, discrete: bool = False) -> dict:
 
 @torch.no_grad()
 def evaluate_video(model, frames: int = 16) -> dict:
+    """PSNR/SSIM of the held-out clip's first ``frames`` frames at 256 x 256."""
     video, _ = load_video(bundled_folder(HELD_OUT_VIDEO[0]) / HELD_OUT_VIDEO[1], max_frames=frames)
     clip = square(video.transpose(1, 2)).transpose(1, 2)  # (1, 3, T, 256, 256)
     rec = model(clip).sample
@@ -61,6 +64,7 @@ def evaluate_video(model, frames: int = 16) -> dict:
 
 @torch.no_grad()
 def evaluate_mesh(model, gs_decoder) -> dict:
+    """3D PSNR/SSIM of the held-out mesh through AToken and the Gaussian decoder (8 held-out views, 256 px)."""
     from ..three_d.pipeline import reconstruct_mesh
 
     result = reconstruct_mesh(bundled_folder(HELD_OUT_MESH[0]) / HELD_OUT_MESH[1], model, gs_decoder)
@@ -68,6 +72,7 @@ def evaluate_mesh(model, gs_decoder) -> dict:
 
 
 def evaluate_all(model_dir, discrete_dir=None, gs_dir=None) -> dict:
+    """The whole held-out report of a model folder (plus its FSQ variant and Gaussian decoder when given)."""
     from ..models.autoencoder_atoken import AutoencoderAToken
     from ..three_d.gaussian_decoder import ATokenGaussianDecoder
 
@@ -83,6 +88,7 @@ def evaluate_all(model_dir, discrete_dir=None, gs_dir=None) -> dict:
 
 
 def main(argv=None) -> dict:
+    """Command line: print (and optionally save) the held-out report."""
     from . import default_gs_decoder_dir, default_model_dir
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

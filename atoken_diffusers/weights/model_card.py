@@ -48,7 +48,9 @@ they need pretrained VGG/SigLIP2 networks that cannot be downloaded here. Conseq
 untrained: do not use this model for zero-shot classification or retrieval. Encoder learning rate x1 (from scratch,
 not from SigLIP2). AdamW (0.9, 0.95, wd 0.1), warm-up + cosine, EMA. The Gaussian decoder was fitted for {gs_steps}
 steps on the packed training meshes (L1 between its splats, rendered by the project's differentiable rasteriser, and
-ray-cast renders of the meshes at 96 px, 3 of 24 views per step).
+ray-cast renders of the meshes at 96 px, 3 of 24 views per step; inputs are the packed voxel features themselves).
+Stage 1 of the shipped weights ran before a fix to the crop aspect of non-square sizes ([96, 160] and [160, 96]):
+those crops were stretched anisotropically, an unintended augmentation.
 
 Compute: two CPU cores (no GPU, shared with other work), about {minutes} minutes of wall time for the four stages
 (plus a few minutes for the Gaussian decoder).
@@ -70,6 +72,9 @@ python -m atoken_diffusers.weights.evaluate       # only the held-out measuremen
 | mesh gradio `Duck.glb` -> Gaussians, 3D PSNR at 8 held-out views, 256 px | {m_psnr:.2f} dB | {m_ssim:.4f} |
 
 Images are resized (shorter side 256, antialiased) and centre-cropped to 256 x 256; PSNR over [-1, 1] pixels.
+Reconstructions are blurry and show the 16 px patch grid (no perceptual or Gram loss, minutes of CPU training); the
+held-out clip is slow-moving, hence its higher PSNR; the splat of the held-out duck has the right shape, but its
+colours come out darker and more orange than the original's yellow, with a mottled surface.
 For reference, Apple's So/C reaches 0.21 rFID on ImageNet (paper abstract); this model is a CPU-sized stand-in.
 
 ## Licence
