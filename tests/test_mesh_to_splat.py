@@ -42,7 +42,7 @@ def test_gaussians_come_out_where_the_voxels_are(fsq_model, parity_dir):
     assert offset <= 0.75 / 64 + 1e-6  # within the voxel_size 1.5 reach of each voxel
 
 
-def test_cli_pack_and_reconstruct_mesh(tmp_path, converted_dirs, gs_dir, capsys):
+def test_cli_pack_and_reconstruct_mesh(tmp_path, converted_dirs, gs_dir, capsys, monkeypatch):
     mesh = media_mesh("Bunny.obj")
     main(["pack-3d", mesh, "--output", str(tmp_path / "bunny.safetensors"), "--views", "8"])
     assert "occupied voxels" in capsys.readouterr().out
@@ -56,5 +56,7 @@ def test_cli_pack_and_reconstruct_mesh(tmp_path, converted_dirs, gs_dir, capsys)
     assert re.search(r"3D PSNR [\d.]+ dB", printed)
     splat = Gaussians.load_ply(out)
     assert splat.xyz.shape[0] % 32 == 0 and splat.xyz.shape[0] > 500 * 32
+    # without --gs-decoder the embedded one is used; when the package ships none, the flag is asked for
+    monkeypatch.setattr("atoken_diffusers.weights.DEFAULT_GS_DECODER_DIR", tmp_path / "absent")
     with pytest.raises(SystemExit, match="--gs-decoder"):
         main(["reconstruct", mesh, "--model", str(converted_dirs["fsq"]), "--output", str(out)])
