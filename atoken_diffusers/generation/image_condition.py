@@ -12,7 +12,9 @@ import os
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+
+from ..utils.media import resize_centre_crop
+
 
 def _not_an_image(image, name: str, why: str = "") -> TypeError:
     shape = f" of shape {tuple(image.shape)}" if hasattr(image, "shape") else ""
@@ -23,13 +25,7 @@ def _not_an_image(image, name: str, why: str = "") -> TypeError:
 
 def _square(x: torch.Tensor, size: int) -> torch.Tensor:
     """(B, 3, H, W) in [0, 1] -> (B, 3, size, size): shorter side to ``size`` (bicubic, antialiased), centre crop."""
-    h, w = x.shape[-2:]
-    scale = size / min(h, w)
-    new = (max(size, round(h * scale)), max(size, round(w * scale)))
-    if new != (h, w):
-        x = F.interpolate(x, size=new, mode="bicubic", antialias=True, align_corners=False).clamp(0, 1)
-    top, left = (new[0] - size) // 2, (new[1] - size) // 2
-    return x[..., top:top + size, left:left + size]
+    return resize_centre_crop(x, size).clamp(0, 1)
 
 
 def image_tensor(image, name: str = "image") -> torch.Tensor:

@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 from ..utils.media_sets import EXTS, expand_paths
-from ..utils.media import load_video, to_tensor
+from ..utils.media import load_video, resize_centre_crop, to_tensor
 from .inputs import PATCH
 
 
@@ -92,13 +92,7 @@ def load_video_square(path: str | Path, resolution: int, frames: int) -> torch.T
     clip = clip[0].transpose(0, 1)  # (T, 3, H, W)
     if clip.shape[0] < frames:
         clip = torch.cat([clip, clip[-1:].expand(frames - clip.shape[0], -1, -1, -1)])
-    h, w = clip.shape[-2:]
-    scale = resolution / min(h, w)
-    size = (max(resolution, round(h * scale)), max(resolution, round(w * scale)))
-    if size != (h, w):
-        clip = torch.nn.functional.interpolate(clip, size=size, mode="bicubic", antialias=True, align_corners=False)
-    top, left = (size[0] - resolution) // 2, (size[1] - resolution) // 2
-    return clip[..., top:top + resolution, left:left + resolution].clamp(-1, 1).transpose(0, 1).contiguous()
+    return resize_centre_crop(clip, resolution).clamp(-1, 1).transpose(0, 1).contiguous()
 
 
 def load_batch(files: list[Path], resolution: int, frames: int | None = None) -> torch.Tensor:

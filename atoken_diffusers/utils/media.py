@@ -27,6 +27,20 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
     return ((x.detach().float().clamp(-1, 1) + 1) * 127.5).round().byte().movedim(-3, -1).cpu().numpy()
 
 
+def resize_centre_crop(x: torch.Tensor, size: int, mode: str = "bicubic") -> torch.Tensor:
+    """(..., C, H, W) -> (..., C, size, size): shorter side resized to ``size`` (antialiased), then a centre crop.
+    Values are not clamped (bicubic may overshoot; callers clamp to their range)."""
+    lead, (h, w) = x.shape[:-2], x.shape[-2:]
+    scale = size / min(h, w)
+    new = (max(size, round(h * scale)), max(size, round(w * scale)))
+    if new != (h, w):
+        flat = x.reshape(-1, *x.shape[-3:]).float()
+        x = torch.nn.functional.interpolate(flat, size=new, mode=mode, align_corners=False, antialias=True)
+        x = x.reshape(*lead, *new)
+    top, left = (new[0] - size) // 2, (new[1] - size) // 2
+    return x[..., top : top + size, left : left + size]
+
+
 def load_image(path: str | os.PathLike) -> torch.Tensor:
     """(1, 3, H, W) in [-1, 1]."""
     with Image.open(path) as im:

@@ -14,10 +14,9 @@ import json
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from ..utils.media_sets import bundled_folder
-from ..utils.media import load_image, load_video
+from ..utils.media import load_image, load_video, resize_centre_crop
 from ..utils.metrics import psnr, ssim
 
 HELD_OUT_IMAGES = [("skimage", "chelsea.png"), ("skimage", "coffee.png"), ("skimage", "rocket.jpg"),
@@ -27,13 +26,8 @@ HELD_OUT_MESH = ("gradio:models3d", "Duck.glb")
 
 
 def square(x: torch.Tensor, size: int = 256) -> torch.Tensor:
-    """(..., 3, H, W) -> shorter side resized to ``size`` (antialiased), centre-cropped to size x size."""
-    lead, (h, w) = x.shape[:-3], x.shape[-2:]
-    scale = size / min(h, w)
-    y = F.interpolate(x.reshape(-1, *x.shape[-3:]).float(), size=(max(size, round(h * scale)), max(size, round(w * scale))),
-                      mode="bilinear", align_corners=False, antialias=True)
-    top, left = (y.shape[-2] - size) // 2, (y.shape[-1] - size) // 2
-    return y[..., top : top + size, left : left + size].reshape(*lead, 3, size, size).clamp(-1, 1)
+    """(..., 3, H, W) -> shorter side resized to ``size`` (bilinear, antialiased), centre-cropped, in [-1, 1]."""
+    return resize_centre_crop(x, size, mode="bilinear").clamp(-1, 1)
 
 
 def held_out_image(bundle: str, name: str) -> torch.Tensor:
