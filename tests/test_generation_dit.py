@@ -13,6 +13,7 @@ import torch
 
 from atoken_diffusers.generation import ATokenDiT, ATokenDiTPipeline, DiTTrainer, GeneratorTrainConfig, LatentShards
 from atoken_diffusers.generation.latent_stats import latent_normalization, normalize_latents
+from tests.conftest import assert_same_run, max_difference
 from tests.generation_data import threads
 
 STEPS = 400
@@ -83,8 +84,8 @@ def test_sampling_is_deterministic_and_survives_save_and_reload(pipe, tmp_path, 
 
     first = sample(pipe)
     assert first.shape == (2, 48, 48, 3) and 0 <= first.min() and first.max() <= 1
-    np.testing.assert_array_equal(first, sample(pipe))
-    assert not np.array_equal(first, sample(pipe, seed=1))
+    assert_same_run(first, sample(pipe))
+    assert max_difference(first, sample(pipe, seed=1)) > 1e-2  # another seed really changes the samples
     pipe.save_pretrained(tmp_path / "copy")
     index = json.loads((tmp_path / "copy" / "model_index.json").read_text())
     assert index["transformer"] == ["atoken_diffusers.generation.dit", "ATokenDiT"]
@@ -92,7 +93,7 @@ def test_sampling_is_deterministic_and_survives_save_and_reload(pipe, tmp_path, 
     assert index["scheduler"] == ["diffusers", "FlowMatchEulerDiscreteScheduler"]
     reloaded = ATokenDiTPipeline.from_pretrained(tmp_path / "copy")
     reloaded.set_progress_bar_config(disable=True)
-    np.testing.assert_array_equal(sample(reloaded), first)
+    assert_same_run(sample(reloaded), first)
     pil = pipe(class_labels=0, num_inference_steps=2, generator=torch.Generator().manual_seed(0)).images
     assert pil[0].size == (48, 48)
 
@@ -160,7 +161,8 @@ def test_cli_generate_writes_reproducible_images(dit_run, tmp_path, one_thread):
         run_cli(generate, "generate", "image", "--pipeline", str(dit_run / "pipeline"), "--class-id", "1",
                 "--seed", "0", "--steps", "4", "--guidance", "2", "--out", str(tmp_path / f"{name}.png"))
     with Image.open(tmp_path / "a.png") as a, Image.open(tmp_path / "b.png") as b:
-        assert a.size == (48, 48) and np.array_equal(np.asarray(a), np.asarray(b))
+        # two separate runs: float noise may flip a pixel's uint8 rounding, never by more than one level
+        assert a.size == (48, 48) and np.abs(np.asarray(a, dtype=int) - np.asarray(b, dtype=int)).max() <= 1
     run_cli(generate, "generate", "image", "--pipeline", str(dit_run / "pipeline"), "--class-name", "cat", "space",
             "--steps", "2", "--out", str(tmp_path / "pair.png"))
     assert (tmp_path / "pair-0.png").is_file() and (tmp_path / "pair-1.png").is_file()

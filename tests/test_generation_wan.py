@@ -16,7 +16,7 @@ from atoken_diffusers import AutoencoderAToken
 from atoken_diffusers.generation.pipeline_wan import ATokenWanImageToVideoPipeline, ATokenWanPipeline
 from atoken_diffusers.generation.wan import (build_wan_pipeline, build_wan_transformer, decoded_num_frames,
                                              load_text_encoder, set_latent_stats)
-from tests.conftest import real_image
+from tests.conftest import assert_same_run, max_difference, real_image
 from tests.generation_data import threads
 from tests.text_models import make_tokenizer
 
@@ -94,14 +94,14 @@ def test_checked_pipeline_saves_reloads_and_rejects_bad_input(parts, tmp_path, o
 
     first = sample(pipe)
     assert first.shape == (1, 8, 32, 32, 3)  # the stored defaults: 5 frames -> 2 latent frames -> 8 frames
-    np.testing.assert_array_equal(first, sample(pipe))
+    assert_same_run(first, sample(pipe))
     pipe.save_pretrained(tmp_path / "wan")
     index = json.loads((tmp_path / "wan" / "model_index.json").read_text())
     assert index["vae"] == ["atoken_diffusers.models.autoencoder_atoken", "AutoencoderAToken"]
     assert index["transformer"] == ["diffusers", "WanTransformer3DModel"] and index["default_num_frames"] == 5
     reloaded = ATokenWanPipeline.from_pretrained(tmp_path / "wan")
     reloaded.set_progress_bar_config(disable=True)
-    np.testing.assert_array_equal(sample(reloaded), first)
+    assert_same_run(sample(reloaded), first)
 
     with pytest.raises(ValueError, match="prompt is required"):
         pipe(num_inference_steps=1)
@@ -137,7 +137,7 @@ def test_image_to_video_pipeline(parts, tmp_path, one_thread):
     reloaded.set_progress_bar_config(disable=True)
     again = reloaded(image, "a red car", num_inference_steps=2, output_type="np",
                      generator=torch.Generator().manual_seed(0)).frames
-    np.testing.assert_array_equal(out, again)
+    assert_same_run(out, again)
     with pytest.raises(TypeError, match="image must be an image"):
         pipe(torch.rand(1, 3, 5, 32, 64), "a red car", num_inference_steps=1)  # a video is not a first frame
     with pytest.raises(ValueError, match="image must be one image"):
@@ -255,8 +255,8 @@ def test_t2v_training_on_real_clips(wan_run, one_thread):
 
     video = frames(0)
     assert video.shape == (1, FRAMES, SIZE, SIZE, 3)  # 5 frames asked (the default) -> 2 latent frames -> 8
-    np.testing.assert_array_equal(video, frames(0))
-    assert not np.array_equal(video, frames(1))
+    assert_same_run(video, frames(0))
+    assert max_difference(video, frames(1)) > 1e-2  # another seed really changes the clip
 
 
 @pytest.mark.slow

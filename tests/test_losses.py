@@ -10,7 +10,7 @@ from atoken_diffusers.losses import (
     LPIPS, FeaturePerceptualLoss, FrozenVisionTower, GramLoss, VGGFeatures, distillation_loss, gaussian_kl,
     gram_distance, siglip_sigmoid_loss,
 )
-from tests.conftest import real_image
+from tests.conftest import assert_same_run, real_image
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +48,7 @@ def test_vgg_loads_torchvision_format_file(tmp_path):
     torch.save(state, tmp_path / "vgg16.pth")
     loaded = VGGFeatures("vgg16", ("relu2_2",), weights=tmp_path / "vgg16.pth")
     x = torch.rand(1, 3, 32, 32) * 2 - 1
-    assert torch.equal(loaded(x)[0], net(x)[0])
+    assert_same_run(loaded(x)[0], net(x)[0])
     with pytest.raises(ValueError, match="relu9_9"):
         VGGFeatures("vgg16", ("relu9_9",))
     torch.save({"features.0.weight": torch.zeros(1)}, tmp_path / "bad.pth")

@@ -5,6 +5,7 @@ import torch
 from diffusers.models.autoencoders.vae import DecoderOutput
 
 from atoken_diffusers import AutoencoderAToken
+from tests.conftest import assert_same_run
 
 
 def test_latent_shapes_and_padding(tiny_model, image):
@@ -38,7 +39,8 @@ def test_save_load_roundtrip_offline(tiny_model, image, tmp_path, monkeypatch):
     assert (tmp_path / "diffusion_pytorch_model.safetensors").is_file()
     loaded = AutoencoderAToken.from_pretrained(tmp_path).eval()
     with torch.no_grad():
-        assert torch.equal(loaded(image).sample, tiny_model(image).sample)
+        assert_same_run(loaded(image).sample, tiny_model(image).sample)
+    assert all(torch.equal(v, tiny_model.state_dict()[k]) for k, v in loaded.state_dict().items())  # the same bits
 
 
 def test_bf16_load_runs_close_to_fp32(fsq_model, converted_dirs, image):
@@ -66,7 +68,7 @@ def test_tiling_close_to_untiled_and_disable_restores(tiny_model):
     assert tiled_z.shape == (1, 12, 10, 10)
     assert not torch.equal(tiled, plain)  # tiles really ran
     assert (tiled - plain).abs().max() < 0.5
-    assert torch.equal(again, plain)
+    assert_same_run(again, plain)
 
 
 def test_slicing_gives_the_same_result(tiny_model, image):
@@ -75,7 +77,7 @@ def test_slicing_gives_the_same_result(tiny_model, image):
         whole = tiny_model(batch).sample
         tiny_model.enable_slicing()
         sliced = tiny_model(batch).sample
-    assert torch.equal(sliced, whole)
+    assert_same_run(sliced, whole)  # batch of 1 vs 3: other BLAS blockings, same result up to float noise
 
 
 def test_batch_equals_single_samples(tiny_model, image):

@@ -17,6 +17,7 @@ from atoken_diffusers.understanding import (
 )
 from atoken_diffusers.understanding.mllm import ATokenLlava
 from atoken_diffusers.understanding.mllm_training import train_projector_and_lora
+from tests.conftest import assert_same_run
 from tests.text_models import make_llama, make_siglip_text_tower, skimage_captions
 
 LABELS = ["cat", "coffee cup", "rocket", "astronaut", "horse", "camera man"]
@@ -77,7 +78,8 @@ def test_batching_and_caching_give_identical_results(tiny_model, text_tower, cap
     monkeypatch.setattr(text_tower, "encode", lambda *a, **k: calls.append(1))  # labels must not be re-encoded
     batch = clf.logits(images)
     singles = torch.cat([clf.logits(images[i : i + 1]) for i in range(len(images))])
-    assert torch.equal(clf.logits(images), batch) and calls == []
+    assert_same_run(clf.logits(images), batch)
+    assert calls == []
     torch.testing.assert_close(batch, singles, atol=1e-4, rtol=1e-6)
 
 
