@@ -8,6 +8,7 @@ import os
 
 FOLDER = "atoken"
 EMBEDDED = "(embedded default)"
+EMBEDDED_FSQ = "(embedded default, FSQ tokens)"  # atoken-small-d: the Tokenize nodes work with no download
 
 
 def register() -> None:
@@ -39,21 +40,21 @@ def list_models(kind: str = "autoencoder") -> list[str]:
                     names.append(entry)
             elif kind == "autoencoder" and entry.endswith(".pt") and os.path.isfile(path[:-3] + ".yaml"):
                 names.append(entry)
-    if kind == "autoencoder" and _embedded() is not None:
-        names.insert(0, EMBEDDED)
+    if kind == "autoencoder":
+        names[:0] = [label for label in (EMBEDDED, EMBEDDED_FSQ) if _embedded(label) is not None]
     return names
 
 
-def _embedded():
+def _embedded(label: str = EMBEDDED):
     from atoken_diffusers.weights import default_model_dir
 
-    return default_model_dir()
+    return default_model_dir(discrete=label == EMBEDDED_FSQ)
 
 
 def resolve(name: str) -> str:
     """Full path of a model listed by :func:`list_models` (or an absolute path); a clear error when missing."""
-    if name == EMBEDDED and _embedded() is not None:
-        return str(_embedded())
+    if name in (EMBEDDED, EMBEDDED_FSQ) and _embedded(name) is not None:
+        return str(_embedded(name))
     if os.path.isabs(name) and os.path.exists(name):
         return name
     for root in roots():

@@ -41,7 +41,8 @@ def _images(n=2):
 
 def test_loader_lists_folders_and_official_pairs(comfy):
     options = comfy.nodes.ATokenLoader.INPUT_TYPES()["required"]["model"][0]
-    assert options == ["(embedded default)", "official.pt", "tiny", "tiny-fsq"]  # the shipped model comes first
+    # the shipped models come first: continuous, then FSQ (so the Tokenize nodes work with no download)
+    assert options == ["(embedded default)", "(embedded default, FSQ tokens)", "official.pt", "tiny", "tiny-fsq"]
     assert "atoken" in sys.modules["folder_paths"].folder_names_and_paths
     handle, vae = comfy.nodes.ATokenLoader().load("official.pt", "fp32", "cpu")
     assert vae is handle.vae and handle.model.config.latent_channels == 12
@@ -161,6 +162,9 @@ def test_embedded_default_is_offered_when_the_package_ships_one(comfy, monkeypat
 
     handle, _ = comfy.nodes.ATokenLoader().load("(embedded default)", "fp32", "cpu")
     assert handle.model.config.latent_channels == 48  # atoken-small, shipped in atoken_diffusers/weights
+    fsq, _ = comfy.nodes.ATokenLoader().load("(embedded default, FSQ tokens)", "fp32", "cpu")
+    (tokens,) = comfy.nodes.ATokenTokenize().tokenize(fsq, _images())
+    assert tokens.shape == (2, 8, 4, 5) and 0 <= tokens.min() and tokens.max() < 4096  # atoken-small-d
     monkeypatch.setattr(weights, "DEFAULT_MODEL_DIR", converted_dirs["plain"])
     handle, _ = comfy.nodes.ATokenLoader().load("(embedded default)", "fp32", "cpu")
     assert handle.model.config.latent_channels == 12

@@ -3,6 +3,7 @@
     loss = w_rec * reconstruction + w_sem * semantic + w_kl * KL
     image reconstruction = L1 (native size) + 10 LPIPS + 1000 Gram + 1 CLIP-feature, the last three on 224 px resizes
     video / 3D reconstruction = L1
+    (optional, off by default: + mse * MSE + gradient * L1 of pixel differences; the embedded default uses them)
     image semantic = KL distillation from a frozen SigLIP2 teacher (T = 2); video / 3D semantic = SigLIP sigmoid loss
 
 Every optional network (LPIPS, Gram, CLIP-feature, teacher, text tower) may be absent; its term is then skipped and
@@ -28,6 +29,8 @@ class LossWeights:
     semantic: float = 1.0
     kl: float = 1e-8
     l1: float = 1.0
+    mse: float = 0.0          # squared error beside L1 (what PSNR measures); the paper uses L1 alone
+    gradient: float = 0.0     # L1 between neighbouring-pixel differences: penalises steps at patch borders
     lpips: float = 10.0
     gram: float = 1000.0
     feature: float = 1.0
@@ -48,6 +51,26 @@ def resize_batch(images: list[torch.Tensor], size: int) -> torch.Tensor:
                                     antialias=True) for im in images])
 
 
+def pixel_loss(recon: list[torch.Tensor], target: list[torch.Tensor], weights: LossWeights, terms: dict) -> torch.Tensor:
+    """``l1`` * L1 + ``mse`` * MSE + ``gradient`` * L1 of the horizontal/vertical pixel differences, averaged over
+    the samples (images (3, H, W), videos (3, T, H, W) or voxel features (N, 768)); terms with weight 0 are skipped."""
+    pairs = [(r.float(), t.float()) for r, t in zip(recon, target)]
+    total = torch.stack([F.l1_loss(r, t) for r, t in pairs]).mean()
+    terms["l1"] = total.detach()
+    total = total * weights.l1
+    if weights.mse:
+        mse = torch.stack([F.mse_loss(r, t) for r, t in pairs]).mean()
+        terms["mse"] = mse.detach()
+        total = total + weights.mse * mse
+    if weights.gradient and all(t.ndim >= 3 for _, t in pairs):
+        def diffs(v):
+            return v.diff(dim=-1).flatten(), v.diff(dim=-2).flatten()
+        grad = torch.stack([F.l1_loss(torch.cat(diffs(r)), torch.cat(diffs(t))) for r, t in pairs]).mean()
+        terms["gradient"] = grad.detach()
+        total = total + weights.gradient * grad
+    return total
+
+
 class ATokenLoss(nn.Module):
     """Args:
     weights: :class:`LossWeights`.
@@ -66,8 +89,7 @@ class ATokenLoss(nn.Module):
 
     def _image_reconstruction(self, recon: list[torch.Tensor], target: list[torch.Tensor], terms: dict) -> torch.Tensor:
         w = self.weights
-        total = torch.stack([F.l1_loss(r.float(), t.float()) for r, t in zip(recon, target)]).mean() * w.l1
-        terms["l1"] = total.detach()
+        total = pixel_loss(recon, target, w, terms)
         if self.lpips is None and self.gram is None and self.feature is None:
             return total
         r224, t224 = resize_batch(recon, w.perceptual_size), resize_batch(target, w.perceptual_size)
@@ -95,8 +117,7 @@ class ATokenLoss(nn.Module):
         if kind == "image":
             rec = self._image_reconstruction(recon, target, terms)
         else:
-            rec = torch.stack([F.l1_loss(r.float(), t.float()) for r, t in zip(recon, target)]).mean()
-            terms["l1"] = rec.detach()
+            rec = pixel_loss(recon, target, w, terms)
         total = w.reconstruction * rec
         if moments is not None and w.kl:
             kl = gaussian_kl(moments)

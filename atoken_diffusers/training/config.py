@@ -24,6 +24,10 @@ class ModelConfig:
     init_from: str | None = None         # a diffusers folder (e.g. the previous stage's export); overlapping slices of
                                          # resized tensors (32 -> 48 latent channels) are copied, new ones start at 0
     siglip2_init: str | None = None      # a Siglip2VisionModel folder to initialise the encoder from
+    pca_init: str | None = None          # a .safetensors PCA codec (mean, basis, scale; weights/baseline.py) the
+                                         # model starts as (training/pca_init.py); applied before init_from
+    context_init: str | None = None      # with pca_init: a .safetensors least-squares context decoder
+                                         # (training/context_init.py) written into the decoder
 
 
 @dataclass
@@ -66,6 +70,7 @@ class OptimConfig:
     encoder_lr_mult: float = 0.1
     eight_bit: bool = False              # bitsandbytes AdamW8bit
     grad_clip: float = 1.0
+    freeze: list = field(default_factory=list)  # parameter-name prefixes kept fixed (e.g. [encoder., to_moments.])
 
 
 @dataclass

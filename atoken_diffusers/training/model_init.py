@@ -1,5 +1,5 @@
-"""Building the model a stage trains: a preset, optionally warm-started from the previous stage's export or from
-SigLIP2."""
+"""Building the model a stage trains: a preset, optionally started as a PCA codec, warm-started from the previous
+stage's export or from SigLIP2."""
 
 from __future__ import annotations
 
@@ -54,6 +54,20 @@ def copy_overlapping(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> 
 def build_model(cfg: ModelConfig) -> AutoencoderAToken:
     """The stage's model: the preset (with ``overrides``), warm-started from ``init_from`` and/or SigLIP2."""
     model = AutoencoderAToken(**preset_config(cfg.preset, **cfg.overrides))
+    if cfg.pca_init:
+        from ..weights.baseline import PCACodec
+        from .pca_init import init_from_pca
+
+        codec = PCACodec.load(cfg.pca_init)
+        init_from_pca(model, codec.mean, codec.basis, scale=codec.scale)
+        if cfg.context_init:
+            from safetensors.torch import load_file
+
+            from .context_init import init_context_decoder
+
+            init_context_decoder(model, load_file(cfg.context_init), scale=codec.scale)
+    elif cfg.context_init:
+        raise ValueError("model.context_init needs model.pca_init (the context decoder reads PCA coefficients).")
     if cfg.init_from:
         previous = AutoencoderAToken.from_pretrained(cfg.init_from, torch_dtype=torch.float32)
         for key, note in copy_overlapping(model, previous.state_dict()).items():

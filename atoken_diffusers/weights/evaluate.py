@@ -1,10 +1,15 @@
-"""Held-out quality of an AToken model (by default the embedded one): images at 256 x 256, a video clip, a mesh.
+"""Held-out quality of an AToken model (by default the embedded one), each figure beside the linear baseline measured
+in the same run on the same inputs:
 
     python -m atoken_diffusers.weights.evaluate [--model DIR] [--discrete-model DIR] [--gs-decoder DIR] [--json OUT]
 
-Held-out media (never seen in training; all installed by scikit-image and gradio): images skimage ``chelsea``,
-``coffee``, ``rocket`` and gradio ``lion.jpg``, ``tower.jpg``; video gradio ``a.mp4`` (first 16 frames); mesh gradio
-``Duck.glb`` (3D PSNR at 8 views between the 24 packing views).
+- images: 10 photographs never seen in training (scikit-image ``chelsea``, ``coffee``, ``rocket``, ``astronaut``,
+  ``motorcycle_left``; gradio ``lion``, ``tower``, ``cheetah``, ``bus``, ``groot``), shorter side resized to 256
+  (bilinear, antialiased) and centre-cropped: PSNR, SSIM and the patch-grid ratio of the model, of its FSQ variant and
+  of PCA-48 (48 floats per 16 x 16 patch, fitted on the training photographs; ``weights/baseline/``);
+- video: gradio ``a.mp4``, first 16 frames at 256 x 256, beside PCA-48 on 4 x 16 x 16 patches fitted on the training
+  clips;
+- mesh: gradio ``Duck.glb``, 3D PSNR at 8 views between the 24 packing views.
 """
 
 from __future__ import annotations
@@ -15,14 +20,24 @@ from pathlib import Path
 
 import torch
 
-from ..utils.media_sets import bundled_folder
 from ..utils.media import load_image, load_video, resize_centre_crop
+from ..utils.media_sets import bundled_folder
 from ..utils.metrics import psnr, ssim
+from .baseline import PCACodec, grid_ratio
 
 HELD_OUT_IMAGES = [("skimage", "chelsea.png"), ("skimage", "coffee.png"), ("skimage", "rocket.jpg"),
-                   ("gradio:images", "lion.jpg"), ("gradio:images", "tower.jpg")]
+                   ("skimage", "astronaut.png"), ("skimage", "motorcycle_left.png"), ("gradio:images", "lion.jpg"),
+                   ("gradio:images", "tower.jpg"), ("gradio:images", "cheetah.jpg"), ("gradio:images", "bus.png"),
+                   ("gradio:images", "groot.jpeg")]
+# File-name patterns training leaves out: the held-out pictures and their near-copies (motorcycle_right is the
+# other view of the same scene, cheetah1 the same animal).
+HELD_OUT_PATTERNS = ["chelsea.png", "coffee.png", "rocket.jpg", "astronaut.png", "motorcycle_*", "lion.jpg",
+                     "tower.jpg", "cheetah*", "bus.png", "groot.jpeg"]
 HELD_OUT_VIDEO = ("gradio:videos", "a.mp4")
 HELD_OUT_MESH = ("gradio:models3d", "Duck.glb")
+BASELINE_DIR = Path(__file__).parent / "baseline"
+IMAGE_PCA = BASELINE_DIR / "pca-48-image.safetensors"
+VIDEO_PCA = BASELINE_DIR / "pca-48-video.safetensors"
 
 
 def square(x: torch.Tensor, size: int = 256) -> torch.Tensor:
@@ -35,25 +50,51 @@ def held_out_image(bundle: str, name: str) -> torch.Tensor:
     return square(load_image(bundled_folder(bundle) / name))
 
 
+def held_out_clip(frames: int = 16) -> torch.Tensor:
+    """The held-out clip's first ``frames`` frames as (1, 3, T, 256, 256) in [-1, 1]."""
+    video, _ = load_video(bundled_folder(HELD_OUT_VIDEO[0]) / HELD_OUT_VIDEO[1], max_frames=frames)
+    return square(video.transpose(1, 2)).transpose(1, 2)
+
+
+def _scores(rec: torch.Tensor, x: torch.Tensor) -> dict:
+    return {"psnr": psnr(rec, x), "ssim": ssim(rec, x), "grid": grid_ratio(rec)}
+
+
+def _mean(per_image: dict, key: str) -> float:
+    return sum(s[key] for s in per_image.values()) / len(per_image)
+
+
 @torch.no_grad()
 def evaluate_images(model, discrete: bool = False) -> dict:
-    """PSNR/SSIM of every held-out image at 256 px and their means (through FSQ tokens when ``discrete``)."""
+    """PSNR/SSIM/grid ratio of every held-out image at 256 px and their means (through FSQ tokens when
+    ``discrete``)."""
     scores = {}
     for bundle, name in HELD_OUT_IMAGES:
         x = held_out_image(bundle, name)
         rec = model.decode(model.detokenize(model.tokenize(x))).sample if discrete else model(x).sample
-        scores[name] = {"psnr": psnr(rec, x), "ssim": ssim(rec, x)}
-    return {"per_image": scores, "psnr": sum(s["psnr"] for s in scores.values()) / len(scores),
-            "ssim": sum(s["ssim"] for s in scores.values()) / len(scores)}
+        scores[name] = _scores(rec.clamp(-1, 1), x)
+    return {"per_image": scores, **{k: _mean(scores, k) for k in ("psnr", "ssim", "grid")}}
+
+
+@torch.no_grad()
+def evaluate_images_pca(codec: PCACodec | None = None) -> dict:
+    """The same table for the PCA-48 baseline, plus the grid ratio of the photographs themselves."""
+    codec = codec or PCACodec.load(IMAGE_PCA)
+    scores = {}
+    for bundle, name in HELD_OUT_IMAGES:
+        x = held_out_image(bundle, name)
+        scores[name] = {**_scores(codec.reconstruct(x), x), "source_grid": grid_ratio(x)}
+    return {"per_image": scores, **{k: _mean(scores, k) for k in ("psnr", "ssim", "grid", "source_grid")}}
 
 
 @torch.no_grad()
 def evaluate_video(model, frames: int = 16) -> dict:
-    """PSNR/SSIM of the held-out clip's first ``frames`` frames at 256 x 256."""
-    video, _ = load_video(bundled_folder(HELD_OUT_VIDEO[0]) / HELD_OUT_VIDEO[1], max_frames=frames)
-    clip = square(video.transpose(1, 2)).transpose(1, 2)  # (1, 3, T, 256, 256)
-    rec = model(clip).sample
-    return {"file": HELD_OUT_VIDEO[1], "frames": frames, "psnr": psnr(rec, clip), "ssim": ssim(rec.transpose(1, 2).flatten(0, 1), clip.transpose(1, 2).flatten(0, 1))}
+    """PSNR/SSIM of the held-out clip's first ``frames`` frames at 256 x 256, beside PCA-48 fitted on the training
+    clips."""
+    clip = held_out_clip(frames)
+    rec = model(clip).sample.clamp(-1, 1)
+    return {"file": HELD_OUT_VIDEO[1], "frames": frames, "psnr": psnr(rec, clip), "ssim": ssim(rec, clip),
+            "pca_psnr": psnr(PCACodec.load(VIDEO_PCA).reconstruct(clip), clip)}
 
 
 @torch.no_grad()
@@ -62,7 +103,8 @@ def evaluate_mesh(model, gs_decoder) -> dict:
     from ..three_d.pipeline import reconstruct_mesh
 
     result = reconstruct_mesh(bundled_folder(HELD_OUT_MESH[0]) / HELD_OUT_MESH[1], model, gs_decoder)
-    return {"file": HELD_OUT_MESH[1], "psnr_3d": result.psnr, "ssim_3d": result.ssim, "gaussians": int(result.gaussians.xyz.shape[0])}
+    return {"file": HELD_OUT_MESH[1], "psnr_3d": result.psnr, "ssim_3d": result.ssim,
+            "gaussians": int(result.gaussians.xyz.shape[0])}
 
 
 def evaluate_all(model_dir, discrete_dir=None, gs_dir=None) -> dict:
@@ -71,7 +113,8 @@ def evaluate_all(model_dir, discrete_dir=None, gs_dir=None) -> dict:
     from ..three_d.gaussian_decoder import ATokenGaussianDecoder
 
     model = AutoencoderAToken.from_pretrained(model_dir, torch_dtype=torch.float32).eval()
-    report = {"model": str(model_dir), "images_256": evaluate_images(model), "video": evaluate_video(model)}
+    report = {"model": Path(model_dir).name, "images_256": evaluate_images(model),
+              "images_256_pca48": evaluate_images_pca(), "video": evaluate_video(model)}
     if discrete_dir:
         discrete = AutoencoderAToken.from_pretrained(discrete_dir, torch_dtype=torch.float32).eval()
         report["images_256_discrete"] = evaluate_images(discrete, discrete=True)
@@ -79,6 +122,22 @@ def evaluate_all(model_dir, discrete_dir=None, gs_dir=None) -> dict:
         gs = ATokenGaussianDecoder.from_pretrained(gs_dir, torch_dtype=torch.float32).eval()
         report["mesh"] = evaluate_mesh(model, gs)
     return report
+
+
+def image_table(report: dict) -> str:
+    """Markdown: one row per held-out photograph, PSNR / SSIM / grid ratio of PCA-48, the model and its FSQ variant."""
+    pca, cont = report["images_256_pca48"], report["images_256"]
+    fsq = report.get("images_256_discrete")
+    head = "| 256 x 256 | PCA-48 PSNR / SSIM / grid | atoken-small | atoken-small-d (FSQ) | photo's grid |\n|---|---|---|---|---|\n"
+
+    def cell(s):
+        return f"{s['psnr']:.2f} / {s['ssim']:.3f} / {s['grid']:.2f}" if s else "-"
+
+    rows = [f"| {name} | {cell(pca['per_image'][name])} | {cell(cont['per_image'][name])} | "
+            f"{cell(fsq['per_image'][name] if fsq else None)} | {pca['per_image'][name]['source_grid']:.2f} |"
+            for name in cont["per_image"]]
+    rows.append(f"| **mean** | **{cell(pca)}** | **{cell(cont)}** | **{cell(fsq)}** | {pca['source_grid']:.2f} |")
+    return head + "\n".join(rows) + "\n"
 
 
 def main(argv=None) -> dict:
@@ -96,6 +155,7 @@ def main(argv=None) -> dict:
     report = evaluate_all(args.model, args.discrete_model, args.gs_decoder)
     text = json.dumps(report, indent=1)
     print(text)
+    print(image_table(report))
     if args.json:
         Path(args.json).write_text(text + "\n")
     return report
