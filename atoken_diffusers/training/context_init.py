@@ -17,13 +17,14 @@ Decoder hidden layout: ``[ coefficients (k) | corrections (rank) | alternating +
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
 import torch.nn.functional as F
 
 from ..layers.rope import rope_frequencies
-from .pca_init import PATCH_VALUES, _constant_pattern
+from .pca_init import PATCH_VALUES, alternating
 
 NEIGHBOURS = [(-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1)]  # (row, column) offsets
 
@@ -110,7 +111,7 @@ def init_context_decoder(model, fit: dict, scale: float, constant: float = 40.0,
                          f"channels ({k}) and {blocks_needed} blocks; got width {d}, head_dim {head_dim}, "
                          f"{len(dec.blocks)} blocks, fit for {fit['own'].shape[1]} channels.")
     const = torch.zeros(d)
-    const[k + rank:] = _constant_pattern(d - k - rank + 2, 1, constant)[2:]  # ±C on the last d - k - rank channels
+    const[k + rank:] = alternating(d - k - rank, constant)
     n_const = d - k - rank
     rms = constant * math.sqrt(n_const / d)
     signs = torch.sign(const)
@@ -144,10 +145,11 @@ def init_context_decoder(model, fit: dict, scale: float, constant: float = 40.0,
     dec.proj_out.weight.copy_(out.repeat(dec.proj_out.out_features // PATCH_VALUES, 1))
 
 
+@functools.lru_cache(maxsize=64)  # the least-squares fit asks for the same tables once per view
 def head_logits(head_dim: int, offset, fallback: float = 0.4, same: float = 1.0, sharpness: float = 6.0,
                 span: int = 8) -> torch.Tensor:
     """Softmax logits of one context head over relative key positions (row, column) in [-span, span]^2 (for
-    checking its selectivity): (2 span + 1, 2 span + 1)."""
+    checking its selectivity): (2 span + 1, 2 span + 1). Cached: treat the result as read-only."""
     from ..layers.rope import RotaryTables
 
     q, key = _head_pattern(head_dim, offset, fallback, same)

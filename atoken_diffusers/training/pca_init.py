@@ -22,12 +22,14 @@ from ..tokens.patchify import PATCH_SIZE
 PATCH_VALUES = PATCH_SIZE[1] * PATCH_SIZE[2] * 3  # 768: one frame of one patch
 
 
+def alternating(n: int, value: float) -> torch.Tensor:
+    """(n,) +value, -value, +value, ...: constant hidden channels whose mean is (about) zero."""
+    return value * torch.tensor([1.0, -1.0]).repeat(n // 2 + 1)[:n]
+
+
 def _constant_pattern(dim: int, k: int, value: float) -> torch.Tensor:
-    """(dim,) zeros on the 2k coefficient channels, then +value, -value, ... on the rest."""
-    v = torch.zeros(dim)
-    rest = dim - 2 * k
-    v[2 * k:] = value * torch.tensor([1.0, -1.0]).repeat(rest // 2 + 1)[:rest]
-    return v
+    """(dim,) zeros on the 2k coefficient channels, then :func:`alternating` constants on the rest."""
+    return torch.cat([torch.zeros(2 * k), alternating(dim - 2 * k, value)])
 
 
 @torch.no_grad()

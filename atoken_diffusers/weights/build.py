@@ -11,7 +11,8 @@
    exist as configs for longer runs), each stage resuming from its checkpoints and skipped once its ``final/``
    exists; stage 4 starts from stage 1 with the latent re-coded for FSQ (``training/fsq_init.py``);
 4. fits the Gaussian decoder on the packed meshes (resumable);
-5. exports bf16 copies into ``atoken_diffusers/weights/`` and measures the held-out quality (``metrics.json``).
+5. exports the models into ``atoken_diffusers/weights/`` (bf16; the FSQ model float32) and measures the held-out
+   quality (``metrics.json``).
 """
 
 from __future__ import annotations
@@ -72,7 +73,8 @@ def fit_baselines(run_dir: Path) -> Path:
     from .evaluate import IMAGE_PCA, VIDEO_PCA
 
     image_pca = run_dir / "pca-48.safetensors"
-    src = TrainConfig.from_yaml("embedded_stage1").tasks["image"].source
+    stage1 = TrainConfig.from_yaml("embedded_stage1")
+    src = stage1.tasks["image"].source
     photos = expand_paths(src.paths, "images", src.exclude)
     if not image_pca.is_file():
         PCACodec.fit(sample_image_patches(photos), 48).save(image_pca)
@@ -83,7 +85,8 @@ def fit_baselines(run_dir: Path) -> Path:
         from ..training.context_init import fit_context_decoder
         from ..utils.media import _atomic
 
-        head_dim = preset_config("small")["decoder_dim"] // preset_config("small")["decoder_heads"]
+        preset = preset_config(stage1.model.preset, **stage1.model.overrides)
+        head_dim = preset["decoder_dim"] // preset["decoder_heads"]
         fit = fit_context_decoder(PCACodec.load(image_pca), sample_views(photos, 3, seed=1), head_dim)
         _atomic(context, lambda tmp: save_file(fit, tmp))
     video_pca = run_dir / "pca-48-video.safetensors"
