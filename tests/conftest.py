@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from atoken_diffusers import AutoencoderAToken
-from atoken_diffusers.conversion import load_original_autoencoder, save_atomically
+from atoken_diffusers.conversion import load_original_autoencoder
+from atoken_diffusers.utils.atomic import save_atomically
 from tests.generation_data import gen_data, one_thread  # noqa: F401  (fixtures shared by the generation tests)
 
 PARITY = Path(__file__).parent / "data" / "parity"

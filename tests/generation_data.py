@@ -63,7 +63,7 @@ def gen_data(converted_dirs, tmp_path_factory) -> SimpleNamespace:
     """images: the class folders; vae: the tokenizer folder; shards: the folder encoded in one process
     (resolution 48, 2 samples per shard)."""
     if "data" not in _CACHE:  # the fixture is imported by several modules: build once
-        from atoken_diffusers.generation.encode_dataset import encode_dataset
+        from atoken_diffusers.generation.data.encode_dataset import encode_dataset
 
         root = tmp_path_factory.mktemp("generation")
         images = build_class_folders(root / "images")

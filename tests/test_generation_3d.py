@@ -13,11 +13,11 @@ import pytest
 import torch
 
 from atoken_diffusers import AutoencoderAToken
-from atoken_diffusers.generation.image_to_3d import ATokenImageTo3DPipeline
-from atoken_diffusers.generation.sparse_flow import SparseLatentFlowTransformer
-from atoken_diffusers.generation.sparse_structure import (SparseStructureVAE, coords_to_grid, depth_to_space,
+from atoken_diffusers.generation.three_d.pipeline_image_to_3d import ATokenImageTo3DPipeline
+from atoken_diffusers.generation.three_d.sparse_flow import SparseLatentFlowTransformer
+from atoken_diffusers.generation.three_d.sparse_structure import (SparseStructureVAE, coords_to_grid, depth_to_space,
                                                            grid_to_coords, iou, space_to_depth)
-from atoken_diffusers.generation.structure_flow import SparseStructureFlowTransformer
+from atoken_diffusers.generation.three_d.structure_flow import SparseStructureFlowTransformer
 from atoken_diffusers.three_d.gaussians import Gaussians
 from tests.generation_data import threads
 from tests.test_three_d import media_mesh
@@ -113,7 +113,7 @@ def test_pipeline_mechanics_and_bad_input(converted_dirs, gs_dir, tmp_path, one_
     assert len(Gaussians.load_ply(path)) == len(gaussians)
     pipe.save_pretrained(tmp_path / "pipe")
     index = json.loads((tmp_path / "pipe" / "model_index.json").read_text())
-    assert index["latent_transformer"] == ["atoken_diffusers.generation.sparse_flow", "SparseLatentFlowTransformer"]
+    assert index["latent_transformer"] == ["atoken_diffusers.generation.three_d.sparse_flow", "SparseLatentFlowTransformer"]
     reloaded = ATokenImageTo3DPipeline.from_pretrained(tmp_path / "pipe")
     reloaded.set_progress_bar_config(disable=True)
     again = reloaded([image], num_inference_steps=2, guidance_scale=1.5, occupancy_threshold=-3.3,
@@ -142,7 +142,7 @@ def test_pipeline_mechanics_and_bad_input(converted_dirs, gs_dir, tmp_path, one_
 
 
 def test_training_script_errors_name_the_fix(tmp_path, gs_dir):
-    from atoken_diffusers.generation.train_image_to_3d import main
+    from atoken_diffusers.generation.three_d.train_image_to_3d import main
 
     with pytest.raises(SystemExit, match="--stage encode needs --meshes, --vae and --data"):
         main(["--stage", "encode", "--meshes", "gradio:models3d"])
@@ -159,8 +159,8 @@ def test_training_script_errors_name_the_fix(tmp_path, gs_dir):
 def i23d(converted_dirs, gs_dir, tmp_path_factory):
     """Four gradio meshes encoded with the tiny AToken (4 condition renders each), the three stages trained briefly
     (stage 1 through the training script's command line) and the pipeline assembled."""
-    from atoken_diffusers.generation.three_d_data import encode_3d_dataset
-    from atoken_diffusers.generation.train_image_to_3d import main, train_stage
+    from atoken_diffusers.generation.three_d.data import encode_3d_dataset
+    from atoken_diffusers.generation.three_d.train_image_to_3d import main, train_stage
 
     root = tmp_path_factory.mktemp("i23d")
     common = ["--set", "optim.warmup_steps=10", "--set", "run.ema_decay=0", "--set", "run.log_every=1",
@@ -196,7 +196,7 @@ def test_training_stages_lower_their_losses(i23d):
 
 @pytest.mark.slow
 def test_stage1_occupancy_of_a_training_object_beats_chance(i23d, one_thread):
-    from atoken_diffusers.generation.three_d_data import VoxelLatentSet
+    from atoken_diffusers.generation.three_d.data import VoxelLatentSet
 
     pipe = ATokenImageTo3DPipeline.from_pretrained(i23d / "run" / "pipeline")
     pipe.set_progress_bar_config(disable=True)
@@ -224,7 +224,7 @@ def test_image_to_ply_and_the_cli(i23d, tmp_path, capsys, one_thread):
     from PIL import Image
 
     from atoken_diffusers.cli.main import main
-    from atoken_diffusers.generation.three_d_data import VoxelLatentSet
+    from atoken_diffusers.generation.three_d.data import VoxelLatentSet
 
     fox = VoxelLatentSet(i23d / "data").objects[2]["renders"][1]  # the fox, condition view 1
     Image.fromarray(fox.permute(1, 2, 0).numpy()).save(tmp_path / "fox.png")

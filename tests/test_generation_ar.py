@@ -14,7 +14,7 @@ import torch
 from atoken_diffusers import AutoencoderAToken
 from atoken_diffusers.generation import (ARTrainer, ATokenARPipeline, ATokenARTransformer, GeneratorTrainConfig,
                                          LatentShards)
-from atoken_diffusers.generation.sampling import sample_logits
+from atoken_diffusers.generation.image.sampling import sample_logits
 from tests.conftest import assert_same_run
 from tests.generation_data import threads
 
@@ -99,7 +99,7 @@ def test_sampling_is_deterministic_and_survives_save_and_reload(pipe, tmp_path, 
     assert not torch.equal(first.indices, sample(pipe, seed=1, temperature=2.0).indices)
     pipe.save_pretrained(tmp_path / "copy")
     index = json.loads((tmp_path / "copy" / "model_index.json").read_text())
-    assert index["transformer"] == ["atoken_diffusers.generation.ar_transformer", "ATokenARTransformer"]
+    assert index["transformer"] == ["atoken_diffusers.generation.image.ar_transformer", "ATokenARTransformer"]
     reloaded = ATokenARPipeline.from_pretrained(tmp_path / "copy")
     reloaded.set_progress_bar_config(disable=True)
     assert torch.equal(sample(reloaded).indices, first.indices)

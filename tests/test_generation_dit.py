@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from atoken_diffusers.generation import ATokenDiT, ATokenDiTPipeline, DiTTrainer, GeneratorTrainConfig, LatentShards
-from atoken_diffusers.generation.latent_stats import latent_normalization, normalize_latents
+from atoken_diffusers.generation.data.latent_stats import latent_normalization, normalize_latents
 from tests.conftest import assert_same_run, max_difference
 from tests.generation_data import threads
 
@@ -88,7 +88,7 @@ def test_sampling_is_deterministic_and_survives_save_and_reload(pipe, tmp_path, 
     assert max_difference(first, sample(pipe, seed=1)) > 1e-2  # another seed really changes the samples
     pipe.save_pretrained(tmp_path / "copy")
     index = json.loads((tmp_path / "copy" / "model_index.json").read_text())
-    assert index["transformer"] == ["atoken_diffusers.generation.dit", "ATokenDiT"]
+    assert index["transformer"] == ["atoken_diffusers.generation.image.dit", "ATokenDiT"]
     assert index["vae"] == ["atoken_diffusers.models.autoencoder_atoken", "AutoencoderAToken"]
     assert index["scheduler"] == ["diffusers", "FlowMatchEulerDiscreteScheduler"]
     reloaded = ATokenDiTPipeline.from_pretrained(tmp_path / "copy")
@@ -175,7 +175,7 @@ def test_text_conditional_dit_from_captioned_shards(gen_data, tmp_path, one_thre
     """encode-dataset --text-model stores pooled caption embeddings (sidecar .txt captions); a DiT with
     text_embed_dim trains on them and the pipeline / CLI take prompts."""
     from atoken_diffusers.cli import generate
-    from atoken_diffusers.generation.encode_dataset import encode_dataset
+    from atoken_diffusers.generation.data.encode_dataset import encode_dataset
     from atoken_diffusers.understanding.text import TextTower
     from tests.text_models import make_siglip_text_tower
 

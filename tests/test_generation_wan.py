@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from atoken_diffusers import AutoencoderAToken
-from atoken_diffusers.generation.pipeline_wan import ATokenWanImageToVideoPipeline, ATokenWanPipeline
-from atoken_diffusers.generation.wan import (build_wan_pipeline, build_wan_transformer, decoded_num_frames,
-                                             load_text_encoder, set_latent_stats)
+from atoken_diffusers.generation.video.pipeline_wan import ATokenWanImageToVideoPipeline, ATokenWanPipeline
+from atoken_diffusers.generation.video.geometry import decoded_num_frames
+from atoken_diffusers.generation.video.wan import build_wan_pipeline, build_wan_transformer, load_text_encoder, set_latent_stats
 from tests.conftest import assert_same_run, max_difference, real_image
 from tests.generation_data import threads
 from tests.text_models import make_tokenizer
@@ -174,7 +174,7 @@ def read_clip(path: Path, start: int, count: int, size: int) -> torch.Tensor:
 def wan_data(converted_dirs, tmp_path_factory) -> Path:
     """Six 8-frame clips of gradio's videos with fixed captions (sidecar .txt), encoded with the tiny AToken."""
     gradio = pytest.importorskip("gradio")
-    from atoken_diffusers.generation.encode_dataset import encode_dataset
+    from atoken_diffusers.generation.data.encode_dataset import encode_dataset
     from atoken_diffusers.utils.media import save_video
 
     root = tmp_path_factory.mktemp("wan")
@@ -200,7 +200,7 @@ def train_args(data: Path, umt5_dir: Path, out: Path, steps: int, *extra: str) -
 @pytest.fixture(scope="module")
 def wan_run(wan_data, umt5_dir):
     """A tiny Wan transformer trained on the clips through the training script's command line."""
-    from atoken_diffusers.generation.train_wan import main
+    from atoken_diffusers.generation.video.train_wan import main
 
     with threads(1):
         main(train_args(wan_data, umt5_dir, wan_data / "run", 800, "--set", "optim.min_lr=2e-4",
@@ -209,7 +209,7 @@ def wan_run(wan_data, umt5_dir):
 
 
 def test_resumed_wan_training_repeats_the_uninterrupted_run(wan_data, umt5_dir, tmp_path, one_thread):
-    from atoken_diffusers.generation.train_wan import main
+    from atoken_diffusers.generation.video.train_wan import main
 
     # a constant rate after warm-up, so that a run stopped at step 10 and continued to 20 is the 20-step run
     args = ("--set", "optim.min_lr=2e-3", "--set", "run.checkpoint_every=10")
@@ -222,9 +222,9 @@ def test_resumed_wan_training_repeats_the_uninterrupted_run(wan_data, umt5_dir, 
 
 @pytest.mark.slow
 def test_t2v_training_on_real_clips(wan_run, one_thread):
-    from atoken_diffusers.generation.latent_stats import latent_normalization, normalize_latents
-    from atoken_diffusers.generation.shards import LatentShards
-    from atoken_diffusers.generation.train_wan import sample_captions
+    from atoken_diffusers.generation.data.latent_stats import latent_normalization, normalize_latents
+    from atoken_diffusers.generation.data.shards import LatentShards
+    from atoken_diffusers.generation.video.train_wan import sample_captions
 
     losses = [json.loads(line)["loss"] for line in (wan_run / "run" / "log.jsonl").read_text().splitlines()]
     start, end = np.mean(losses[:20]), np.mean(losses[-20:])

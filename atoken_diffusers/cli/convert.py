@@ -20,7 +20,8 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from ..conversion.original import load_original_autoencoder, save_atomically
+    from ..conversion.original import load_original_autoencoder
+    from ..utils.atomic import save_atomically
 
     if args.gs_decoder:
         from ..conversion.gaussian_decoder import load_original_gaussian_decoder

@@ -28,7 +28,7 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
 
 def run(args: argparse.Namespace) -> None:
-    from ..generation.encode_dataset import encode_dataset
+    from ..generation.data.encode_dataset import encode_dataset
 
     try:
         summary = encode_dataset(args.data, args.model, args.out, resolution=args.resolution,

@@ -68,12 +68,12 @@ def add_parser(sub) -> None:
 
 
 PIPELINES = {  # model_index.json class name -> (module, class) that loads it
-    "ATokenDiTPipeline": ("atoken_diffusers.generation.pipeline_dit", "ATokenDiTPipeline"),
-    "ATokenARPipeline": ("atoken_diffusers.generation.pipeline_ar", "ATokenARPipeline"),
-    "ATokenWanPipeline": ("atoken_diffusers.generation.pipeline_wan", "ATokenWanPipeline"),
-    "ATokenWanImageToVideoPipeline": ("atoken_diffusers.generation.pipeline_wan", "ATokenWanImageToVideoPipeline"),
+    "ATokenDiTPipeline": ("atoken_diffusers.generation.image.pipeline_dit", "ATokenDiTPipeline"),
+    "ATokenARPipeline": ("atoken_diffusers.generation.image.pipeline_ar", "ATokenARPipeline"),
+    "ATokenWanPipeline": ("atoken_diffusers.generation.video.pipeline_wan", "ATokenWanPipeline"),
+    "ATokenWanImageToVideoPipeline": ("atoken_diffusers.generation.video.pipeline_wan", "ATokenWanImageToVideoPipeline"),
     "WanPipeline": ("diffusers", "WanPipeline"),
-    "ATokenImageTo3DPipeline": ("atoken_diffusers.generation.image_to_3d", "ATokenImageTo3DPipeline"),
+    "ATokenImageTo3DPipeline": ("atoken_diffusers.generation.three_d.pipeline_image_to_3d", "ATokenImageTo3DPipeline"),
 }
 
 
@@ -147,7 +147,7 @@ def run(args: argparse.Namespace) -> None:
 def run_video(args: argparse.Namespace) -> None:
     import torch
 
-    from ..generation.wan import check_num_frames
+    from ..generation.video.wan import check_num_frames
     from ..utils.media import save_video
 
     pipe = load_pipeline(args.pipeline, args.dtype, args.device, what="video",

@@ -29,9 +29,9 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> None:
     import torch
 
-    from ..generation.image_folder import check_resolution
-    from ..generation.latent_stats import stats_from_media, stats_from_shards, write_latent_stats
-    from ..generation.shards import MANIFEST, read_manifest
+    from ..generation.data.image_folder import check_resolution
+    from ..generation.data.latent_stats import stats_from_media, stats_from_shards, write_latent_stats
+    from ..generation.data.shards import MANIFEST, read_manifest
     from .common import load_model
 
     model_dir = Path(args.model)

@@ -18,7 +18,8 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from ..conversion.original import load_original_autoencoder, save_atomically
+    from ..conversion.original import load_original_autoencoder
+    from ..utils.atomic import save_atomically
     from ..evaluation.parity import TOLERANCE, failures, parity_report
     from ..models.autoencoder_atoken import AutoencoderAToken
 

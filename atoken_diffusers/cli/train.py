@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import yaml
-
-
 def add_parser(sub) -> None:
     p = sub.add_parser("train", help="train or fine-tune AToken (a stage config; resumes from its checkpoints)",
                        description="Train AToken with the paper's adversarial-free recipe. CONFIG is a YAML file or a "
@@ -18,32 +15,13 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
-def parse_overrides(args) -> dict:
-    overrides = {}
-    for item in args.set:
-        if "=" not in item:
-            raise SystemExit(f"--set {item!r}: expected KEY=VALUE, e.g. run.max_steps=100.")
-        key, value = item.split("=", 1)
-        parsed = yaml.safe_load(value)
-        if isinstance(parsed, str):  # YAML 1.1 reads 2e-4 (no dot) as a string
-            try:
-                parsed = float(parsed)
-            except ValueError:
-                pass
-        overrides[key] = parsed
-    if args.output_dir:
-        overrides["run.output_dir"] = args.output_dir
-    if args.max_steps is not None:
-        overrides["run.max_steps"] = args.max_steps
-    return overrides
-
-
 def run(args) -> None:
     from ..training.config import TrainConfig
+    from ..training.overrides import overrides_from_args
     from ..training.trainer import Trainer
 
     try:
-        config = TrainConfig.from_yaml(args.config, parse_overrides(args))
+        config = TrainConfig.from_yaml(args.config, overrides_from_args(args))
     except (ValueError, FileNotFoundError) as err:
         raise SystemExit(f"atoken train: {err}") from None
     trainer = Trainer(config)

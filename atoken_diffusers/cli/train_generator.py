@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import argparse
 
-from .train import parse_overrides
-
-
 def add_parser(sub) -> None:
     p = sub.add_parser("train-generator", help="train a DiT (continuous latents) or AR (FSQ tokens) generator on "
                                                "shards of `atoken encode-dataset`",
@@ -30,15 +27,13 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from ..generation.train_ar import ARTrainer
-    from ..generation.train_config import GeneratorTrainConfig
-    from ..generation.train_dit import DiTTrainer
+    from ..generation.image.train_ar import ARTrainer
+    from ..generation.image.train_dit import DiTTrainer
+    from ..generation.training.config import GeneratorTrainConfig
+    from ..training.overrides import overrides_from_args
 
-    overrides = parse_overrides(args)
-    for flag, key in (("shards", "data.shards"), ("preset", "model.preset"), ("batch_size", "run.batch_size"),
-                      ("lr", "optim.lr")):
-        if getattr(args, flag) is not None:
-            overrides[key] = getattr(args, flag)
+    overrides = overrides_from_args(args, {"shards": "data.shards", "preset": "model.preset",
+                                           "batch_size": "run.batch_size", "lr": "optim.lr"})
     try:
         config = GeneratorTrainConfig.from_yaml(args.config, overrides)
         trainer = (DiTTrainer if args.kind == "dit" else ARTrainer)(config)

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
-import tempfile
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -156,25 +154,3 @@ def load_original_autoencoder(checkpoint, config, torch_dtype: torch.dtype | Non
     model.eval()
     # nn.Module.to: diffusers' ModelMixin.to warns about fp32 modules on every dtype cast, and this model has none.
     return torch.nn.Module.to(model, torch_dtype) if torch_dtype is not None else model
-
-
-def save_atomically(model, output: str | os.PathLike, overwrite: bool = False, save=None) -> Path:
-    """``save_pretrained`` (or ``save(folder)`` when given) into a temporary folder beside ``output``, then rename it
-    into place: a killed writer never leaves a folder that looks complete."""
-    output = Path(output)
-    if output.exists() and not overwrite:
-        raise FileExistsError(f"{output} exists; pass overwrite=True (--overwrite) to replace it.")
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
-    try:
-        if save is not None:
-            save(tmp)
-        else:
-            model.save_pretrained(tmp, safe_serialization=True)
-        if output.exists():
-            shutil.rmtree(output)
-        os.replace(tmp, output)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return output

@@ -63,13 +63,13 @@ class ModelStore:
                                  "`atoken convert --checkpoint FILE.pt --config FILE.yaml --output DIR` first.")
         with self._lock:
             if key not in self._models:
-                from ..cli.common import load_model
+                from ..models.loading import load_autoencoder
 
                 try:
-                    self._models[key] = load_model(key, dtype=self.dtype, device=self.device)
-                except SystemExit as err:  # load_model's messages are written for users
-                    raise DemoInputError(str(err).replace("--model ", "Model ")) from None
-                except (OSError, ValueError, KeyError) as err:
+                    self._models[key] = load_autoencoder(key, dtype=self.dtype, device=self.device)
+                except (FileNotFoundError, ValueError) as err:  # load_autoencoder's messages are written for users
+                    raise DemoInputError(f"Model {err}") from None
+                except (OSError, KeyError) as err:
                     raise DemoInputError(f"Model {key!r} could not be loaded: {err}") from None
                 while len(self._models) > self.keep:
                     self._models.popitem(last=False)
@@ -88,7 +88,7 @@ class ModelStore:
             return None
 
         def load():
-            from ..cli.common import DTYPES
+            from ..models.loading import DTYPES
             from ..three_d.gaussian_decoder import ATokenGaussianDecoder
 
             return ATokenGaussianDecoder.from_pretrained(self.gs_decoder_path, torch_dtype=DTYPES[self.dtype]).eval()

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..conversion.original import save_atomically
+from ..utils.atomic import save_atomically
 from ..three_d.camera import sphere_cameras
 from ..three_d.gaussians import Gaussians
 from ..three_d.mesh import load_mesh

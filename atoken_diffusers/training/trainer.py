@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..conversion.original import save_atomically
+from ..utils.atomic import save_atomically
 from ..tokens.sparse import SparseTokens
 from .checkpoint import Progress, finish_step, start_run
 from .config import TrainConfig

@@ -118,7 +118,7 @@ def pack_meshes(out: Path) -> list[Path]:
 def prepare_fsq_init(run_dir: Path, samples: int = 48, seed: int = 0) -> Path:
     """The continuous stage copied into an FSQ model with its latent re-coded for 4-level FSQ, from the features of
     ``samples`` training batches (images and clips); written to ``run_dir/stage4-init`` with a summary."""
-    from ..conversion.original import save_atomically
+    from ..utils.atomic import save_atomically
     from ..models.autoencoder_atoken import AutoencoderAToken
     from ..models.presets import preset_config
     from ..training.config import TrainConfig
@@ -188,7 +188,7 @@ def export(run_dir: Path) -> None:
     """Copy the continuous stage and the Gaussian decoder (bf16) and stage 4 (FSQ, float32: its channels sit at
     fixed offsets from the FSQ cell boundaries, which bf16 rounding moves: 22.6 -> 14.9 dB, measured) into the
     package, atomically."""
-    from ..conversion.original import save_atomically
+    from ..utils.atomic import save_atomically
     from ..models.autoencoder_atoken import AutoencoderAToken
     from ..three_d.gaussian_decoder import ATokenGaussianDecoder
 

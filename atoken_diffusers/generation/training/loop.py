@@ -17,11 +17,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..training.checkpoint import Progress, finish_step, start_run
-from ..training.optimization import make_optimizer, make_scheduler
-from ..training.run_log import progress_bar
-from .shards import LatentShards
-from .train_config import GeneratorTrainConfig
+from ...training.checkpoint import Progress, finish_step, start_run
+from ...training.optimization import make_optimizer, make_scheduler
+from ...training.run_log import progress_bar
+from ..data.shards import LatentShards
+from .config import GeneratorTrainConfig
 
 
 def epoch_indices(step: int, rank: int, world: int, batch: int, size: int, seed: int) -> torch.Tensor:
@@ -96,7 +96,7 @@ class GeneratorTrainer:
         return path
 
     def load_vae(self):
-        from ..models.autoencoder_atoken import AutoencoderAToken
+        from ...models.autoencoder_atoken import AutoencoderAToken
 
         return AutoencoderAToken.from_pretrained(self.vae_path()).eval()
 

@@ -22,7 +22,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from ..utils.media_sets import captions_for
+from ...utils.media_sets import captions_for
 from .image_folder import check_resolution, load_batch, scan_labelled
 from .shards import FORMAT, MANIFEST
 
@@ -198,7 +198,7 @@ def encode_dataset(data, model, out, resolution: int = 256, shard_size: int = 25
     """
     from accelerate import Accelerator
 
-    from ..models.autoencoder_atoken import AutoencoderAToken
+    from ...models.autoencoder_atoken import AutoencoderAToken
 
     acc = accelerator or Accelerator(cpu=not torch.cuda.is_available())
     data, model_dir, out = Path(data), Path(model), Path(out)
@@ -214,7 +214,7 @@ def encode_dataset(data, model, out, resolution: int = 256, shard_size: int = 25
     vae = AutoencoderAToken.from_pretrained(model_dir, torch_dtype=dtype).to(acc.device).eval()
     tower = None
     if text_model:
-        from ..understanding.text import TextTower
+        from ...understanding.text import TextTower
 
         tower = TextTower.from_pretrained(text_model, device=acc.device)
     encoder = ShardEncoder(plan, data, out, vae, batch_size, tower)

@@ -17,10 +17,10 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
-from ..layers.norms import RMSNorm32
-from ..layers.position_table import LearnedPositionTable
-from ..layers.rope import RotaryTables
-from .causal import CausalBlock, KVCache, run_blocks
+from ...layers.norms import RMSNorm32
+from ...layers.position_table import LearnedPositionTable
+from ...layers.rope import RotaryTables
+from ..causal import CausalBlock, KVCache, run_blocks
 from .dit import grid_positions
 
 AR_PRESETS = {

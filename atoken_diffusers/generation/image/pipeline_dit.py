@@ -13,11 +13,11 @@ from diffusers.image_processor import VaeImageProcessor
 from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
 from diffusers.utils.torch_utils import randn_tensor
 
-from ..models.autoencoder_atoken import AutoencoderAToken
-from ..utils.validation import check_finite
+from ...models.autoencoder_atoken import AutoencoderAToken
+from ...utils.validation import check_finite
 from .dit import ATokenDiT
-from .inputs import PATCH, check_guidance, check_image_size, check_output_type, resolve_class_labels
-from .latent_stats import denormalize_latents, latent_normalization
+from ..inputs import PATCH, check_guidance, check_image_size, check_output_type, resolve_class_labels
+from ..data.latent_stats import denormalize_latents, latent_normalization
 
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
 

@@ -18,7 +18,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from diffusers.utils import BaseOutput
 from torch import nn
 
-from ..utils.validation import check_finite
+from ...utils.validation import check_finite
 from .flow_blocks import FlowTrunk, check_condition, make_layout, sincos_3d
 
 SPARSE_FLOW_PRESETS = {

@@ -15,9 +15,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..utils.media_sets import EXTS, expand_paths
-from ..utils.media import load_video, resize_centre_crop, to_tensor
-from .inputs import PATCH
+from ...utils.media_sets import EXTS, expand_paths
+from ...utils.media import load_video, resize_centre_crop, to_tensor
+from ..inputs import PATCH
 
 
 @dataclass

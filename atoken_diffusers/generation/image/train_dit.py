@@ -17,14 +17,14 @@ import torch.nn.functional as F
 from diffusers import FlowMatchEulerDiscreteScheduler
 
 from .dit import DIT_PRESETS, ATokenDiT
-from .latent_stats import latent_normalization, normalize_latents, stats_from_latents
+from ..data.latent_stats import latent_normalization, normalize_latents, stats_from_latents
 from .pipeline_dit import ATokenDiTPipeline
-from .train_loop import GeneratorTrainer
+from ..training.loop import GeneratorTrainer
 
 
 class DiTTrainer(GeneratorTrainer):
     def build_model(self) -> ATokenDiT:
-        from ..models.autoencoder_atoken import AutoencoderAToken
+        from ...models.autoencoder_atoken import AutoencoderAToken
 
         data = self.data
         if len(data.latent_shape) != 3:

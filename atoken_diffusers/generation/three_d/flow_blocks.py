@@ -16,11 +16,11 @@ import torch
 from diffusers.models.embeddings import TimestepEmbedding, Timesteps
 from torch import nn
 
-from ..layers.attention import AttentionPlan, varlen_attention
-from ..layers.mlp import FeedForward
-from ..layers.norms import LayerNorm32, QKNorm
-from ..layers.rope import RotaryTables
-from ..layers.transformer_block import AttentionContext, SelfAttention
+from ...layers.attention import AttentionPlan, varlen_attention
+from ...layers.mlp import FeedForward
+from ...layers.norms import LayerNorm32, QKNorm
+from ...layers.rope import RotaryTables
+from ...layers.transformer_block import AttentionContext, SelfAttention
 
 
 @dataclass(eq=False)

@@ -11,11 +11,11 @@
 Conditions are replaced by zeros with probability ``run.class_dropout`` (classifier-free guidance). Then
 :func:`assemble_pipeline` writes ``RUN/pipeline`` with the AToken model and a Gaussian decoder folder.
 
-    python -m atoken_diffusers.generation.train_image_to_3d --stage encode --meshes "meshes/*.glb" \\
+    python -m atoken_diffusers.generation.three_d.train_image_to_3d --stage encode --meshes "meshes/*.glb" \\
         --vae models/atoken-soc --data runs/3d-data        # once: voxels, latents, condition renders
-    python -m atoken_diffusers.generation.train_image_to_3d --data runs/3d-data --output-dir runs/i23d \\
+    python -m atoken_diffusers.generation.three_d.train_image_to_3d --data runs/3d-data --output-dir runs/i23d \\
         --stage structure_vae            # then structure_flow, latent_flow, and:
-    python -m atoken_diffusers.generation.train_image_to_3d --output-dir runs/i23d --stage assemble \\
+    python -m atoken_diffusers.generation.three_d.train_image_to_3d --output-dir runs/i23d --stage assemble \\
         --gaussian-decoder models/3d_decode_gs
 """
 
@@ -30,13 +30,13 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .latent_stats import RunningMoments, normalize_latents, stats_from_latents
+from ..data.latent_stats import RunningMoments, normalize_latents, stats_from_latents
 from .sparse_flow import SPARSE_FLOW_PRESETS, SparseLatentFlowTransformer
 from .sparse_structure import STRUCTURE_VAE_PRESETS, SparseStructureVAE, occupancy_loss
 from .structure_flow import FLOW_PRESETS, SparseStructureFlowTransformer
-from .three_d_data import VoxelLatentSet, encode_3d_dataset
-from .train_config import DataConfig, FlowConfig, GeneratorTrainConfig, ModelSpec
-from .train_loop import GeneratorTrainer
+from .data import VoxelLatentSet, encode_3d_dataset
+from ..training.config import DataConfig, FlowConfig, GeneratorTrainConfig, ModelSpec
+from ..training.loop import GeneratorTrainer
 
 STAGES = ("structure_vae", "structure_flow", "latent_flow")
 
@@ -181,9 +181,9 @@ def assemble_pipeline(run_dir: str | os.PathLike, gaussian_decoder: str | os.Pat
 
     from diffusers import FlowMatchEulerDiscreteScheduler
 
-    from ..models.autoencoder_atoken import AutoencoderAToken
-    from ..three_d.gaussian_decoder import ATokenGaussianDecoder
-    from .image_to_3d import ATokenImageTo3DPipeline
+    from ...models.autoencoder_atoken import AutoencoderAToken
+    from ...three_d.gaussian_decoder import ATokenGaussianDecoder
+    from .pipeline_image_to_3d import ATokenImageTo3DPipeline
 
     run = Path(run_dir)
     stages = {s: run / s / "pipeline" for s in STAGES}
@@ -211,9 +211,9 @@ def assemble_pipeline(run_dir: str | os.PathLike, gaussian_decoder: str | os.Pat
 
 
 def main(argv: list[str] | None = None):
-    from ..cli.train import parse_overrides
+    from ...training.overrides import overrides_from_args
 
-    p = argparse.ArgumentParser(prog="python -m atoken_diffusers.generation.train_image_to_3d",
+    p = argparse.ArgumentParser(prog="python -m atoken_diffusers.generation.three_d.train_image_to_3d",
                                 description="Train one stage of image-to-3D (resumes; works under `accelerate "
                                             "launch`), or assemble the pipeline from the trained stages.")
     p.add_argument("--stage", required=True, choices=["encode", *STAGES, "assemble"])
@@ -244,9 +244,7 @@ def main(argv: list[str] | None = None):
             print(f"wrote {Path(args.output_dir) / 'pipeline'}")
             return None
         output_dir, args.output_dir = args.output_dir, None  # the stage folder is RUN/STAGE
-        overrides = parse_overrides(args)
-        if args.preset:
-            overrides["model.preset"] = args.preset
+        overrides = overrides_from_args(args, {"preset": "model.preset"})
         if not args.data:
             raise ValueError("--data is required for training stages.")
         return train_stage(args.data, output_dir, args.stage, overrides, args.config)

@@ -20,8 +20,8 @@ import torch
 from diffusers import FlowMatchEulerDiscreteScheduler, WanImageToVideoPipeline, WanPipeline, WanTransformer3DModel
 from transformers import AutoTokenizer, UMT5EncoderModel
 
-from ..models.autoencoder_atoken import AutoencoderAToken
-from .wan import SPATIAL, TEMPORAL, check_num_frames, decoded_num_frames
+from ...models.autoencoder_atoken import AutoencoderAToken
+from .geometry import SPATIAL, TEMPORAL, check_num_frames, decoded_num_frames
 
 
 def _check_size(value, name: str, multiple: int) -> int:
@@ -135,7 +135,7 @@ class ATokenWanPipeline(_ATokenWanChecks, WanPipeline):
 def check_condition_image(image, name: str = "image") -> torch.Tensor:
     """One still image for image-to-video (a PIL image, an image file path, an (H, W, 3) array or a float (3, H, W)
     tensor in [0, 1]) as a (1, 3, H, W) tensor in [0, 1]; videos, batches, meshes or text are refused."""
-    from .image_condition import image_tensor
+    from ..three_d.image_condition import image_tensor
 
     x = image_tensor(image, name)
     if x.shape[0] != 1:

@@ -15,9 +15,9 @@ from diffusers import DiffusionPipeline
 from diffusers.image_processor import VaeImageProcessor
 from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
 
-from ..models.autoencoder_atoken import AutoencoderAToken
+from ...models.autoencoder_atoken import AutoencoderAToken
 from .ar_transformer import ATokenARTransformer
-from .inputs import PATCH, check_guidance, check_image_size, check_output_type, resolve_class_labels
+from ..inputs import PATCH, check_guidance, check_image_size, check_output_type, resolve_class_labels
 from .sampling import check_sampling_args, sample_logits
 
 OUTPUT_TYPES = ("pil", "np", "pt", "latent", "indices")

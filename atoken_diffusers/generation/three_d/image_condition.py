@@ -13,7 +13,7 @@ import os
 import numpy as np
 import torch
 
-from ..utils.media import resize_centre_crop
+from ...utils.media import resize_centre_crop
 
 
 def _not_an_image(image, name: str, why: str = "") -> TypeError:

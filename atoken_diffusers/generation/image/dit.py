@@ -16,12 +16,12 @@ from diffusers.models.modeling_outputs import Transformer2DModelOutput
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
-from ..layers.attention import AttentionPlan
-from ..layers.mlp import FeedForward
-from ..layers.norms import LayerNorm32
-from ..layers.position_table import LearnedPositionTable
-from ..layers.rope import RotaryTables
-from ..layers.transformer_block import AttentionContext, SelfAttention
+from ...layers.attention import AttentionPlan
+from ...layers.mlp import FeedForward
+from ...layers.norms import LayerNorm32
+from ...layers.position_table import LearnedPositionTable
+from ...layers.rope import RotaryTables
+from ...layers.transformer_block import AttentionContext, SelfAttention
 
 # hidden size, layers, heads of the usual DiT sizes; "tiny" is for tests and CPU smoke runs.
 DIT_PRESETS = {

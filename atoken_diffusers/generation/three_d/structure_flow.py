@@ -14,7 +14,7 @@ from diffusers.models.modeling_outputs import Transformer2DModelOutput
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
-from ..tokens.patchify import grid_to_tokens, tokens_to_grid
+from ...tokens.patchify import grid_to_tokens, tokens_to_grid
 from .flow_blocks import FlowTrunk, check_condition, make_layout, sincos_3d
 
 # hidden size, layers, heads (and patch); "tiny" (2 wide layers over 64 tokens) is what fits quickly on a CPU, for

@@ -19,7 +19,7 @@ from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
-from ..tokens.patchify import grid_to_tokens, tokens_to_grid
+from ...tokens.patchify import grid_to_tokens, tokens_to_grid
 
 RESOLUTION = 64
 

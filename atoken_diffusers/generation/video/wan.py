@@ -24,10 +24,9 @@ from pathlib import Path
 
 import torch
 
-logger = logging.getLogger(__name__)
+from .geometry import TEMPORAL, check_num_frames
 
-TEMPORAL = 4  # AToken's temporal compression
-SPATIAL = 16  # and its spatial one
+logger = logging.getLogger(__name__)
 
 # WanTransformer3DModel sizes; in/out channels and text_dim come from the VAE and the text encoder. "tiny" is for
 # tests and CPU smoke runs; "ti2v-5b" is the layout of Wan 2.2 TI2V-5B (whose VAE has AToken's geometry).
@@ -40,39 +39,13 @@ WAN_PRESETS = {
 }
 
 
-# ------------------------------------------------------------------------------------------------------ frame counts
-
-
-def latent_num_frames(num_frames: int) -> int:
-    """Latent frames Wan generates for ``num_frames`` (= 4k + 1): k + 1."""
-    return (num_frames - 1) // TEMPORAL + 1
-
-
-def decoded_num_frames(num_frames: int) -> int:
-    """Frames of the video AToken decodes when Wan is asked for ``num_frames`` (= 4k + 1): 4 (k + 1)."""
-    return TEMPORAL * latent_num_frames(num_frames)
-
-
-def check_num_frames(num_frames, name: str = "num_frames") -> int:
-    """``num_frames`` must be a positive integer of the form 4k + 1 (1, 5, 9, ..., 81); the error suggests the
-    nearest valid counts."""
-    if isinstance(num_frames, bool) or not isinstance(num_frames, int) or num_frames < 1:
-        raise ValueError(f"{name} must be a positive integer of the form 4k + 1 (1, 5, 9, ..., 81); got "
-                         f"{num_frames!r}.")
-    if (num_frames - 1) % TEMPORAL:
-        lo = (num_frames - 1) // TEMPORAL * TEMPORAL + 1
-        raise ValueError(f"{name}={num_frames} is not of the form 4k + 1 (Wan makes k + 1 latent frames); use {lo} or "
-                         f"{lo + TEMPORAL}. AToken decodes 4k + 1 requested frames to 4 (k + 1) frames.")
-    return num_frames
-
-
 # ------------------------------------------------------------------------------------------------------ latents
 
 
 def set_latent_stats(vae, stats: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
     """Write ``latents_mean``/``latents_std`` into the VAE config, which Wan's pipelines require: ``stats`` when
     given, the VAE's own when it has them, else the identity (mean 0, std 1) with a warning."""
-    from .latent_stats import latent_normalization
+    from ..data.latent_stats import latent_normalization
 
     channels = vae.config.latent_channels
     if stats is None:

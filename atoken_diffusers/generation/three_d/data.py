@@ -40,14 +40,14 @@ def encode_3d_dataset(meshes, model, out, views: int = 8, image_size: int = 256,
                       log=print) -> dict:
     """Encode ``meshes`` (files, folders or globs) with the AToken folder ``model`` into ``out``; returns the
     manifest. ``image_size`` is the side of the condition renders (a multiple of 16)."""
-    from ..models.autoencoder_atoken import AutoencoderAToken
-    from ..three_d.camera import sphere_cameras
-    from ..three_d.mesh import load_mesh
-    from ..three_d.pipeline import pack_mesh
-    from ..three_d.render_mesh import render_mesh
-    from ..tokens.voxels import voxels_to_tokens
-    from ..utils.media_sets import expand_paths
-    from .encode_dataset import model_fingerprint
+    from ...models.autoencoder_atoken import AutoencoderAToken
+    from ...three_d.camera import sphere_cameras
+    from ...three_d.mesh import load_mesh
+    from ...three_d.pipeline import pack_mesh
+    from ...three_d.render_mesh import render_mesh
+    from ...tokens.voxels import voxels_to_tokens
+    from ...utils.media_sets import expand_paths
+    from ..data.encode_dataset import model_fingerprint
     from .image_condition import image_tokens
 
     files = expand_paths([meshes] if isinstance(meshes, (str, os.PathLike)) else list(meshes), "meshes")

@@ -11,7 +11,7 @@ replaced by the empty prompt (Wan's default negative prompt) with probability ``
 The run folder ends with ``pipeline/``, an :class:`ATokenWanPipeline` sampling ``num_frames = F - 3`` frames by
 default (decoded to F). Resumable; ``accelerate launch`` for several processes.
 
-    python -m atoken_diffusers.generation.train_wan --shards runs/video-shards --text-encoder umt5 \\
+    python -m atoken_diffusers.generation.video.train_wan --shards runs/video-shards --text-encoder umt5 \\
         --output-dir runs/wan --preset S --max-steps 100000
 """
 
@@ -25,11 +25,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..utils.media_sets import caption_for
-from .latent_stats import latent_normalization, normalize_latents, stats_from_latents
-from .train_config import DataConfig, FlowConfig, GeneratorTrainConfig, ModelSpec
-from .train_loop import GeneratorTrainer
-from .wan import SPATIAL, TEMPORAL, WAN_PRESETS, build_wan_transformer, load_text_encoder, prompt_encoder
+from ...utils.media_sets import caption_for
+from ..data.latent_stats import latent_normalization, normalize_latents, stats_from_latents
+from ..training.config import DataConfig, FlowConfig, GeneratorTrainConfig, ModelSpec
+from ..training.loop import GeneratorTrainer
+from .geometry import SPATIAL, TEMPORAL
+from .wan import WAN_PRESETS, build_wan_transformer, load_text_encoder, prompt_encoder
 
 
 @dataclass
@@ -105,7 +106,7 @@ class WanTrainer(GeneratorTrainer):
         return _IndexedShards(super().load_data())
 
     def build_model(self):
-        from ..models.autoencoder_atoken import AutoencoderAToken
+        from ...models.autoencoder_atoken import AutoencoderAToken
 
         data, text = self.data, self.config.text
         if len(data.latent_shape) != 4:
@@ -180,9 +181,9 @@ class WanTrainer(GeneratorTrainer):
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
-    from ..cli.train import parse_overrides
+    from ...training.overrides import overrides_from_args
 
-    p = argparse.ArgumentParser(prog="python -m atoken_diffusers.generation.train_wan",
+    p = argparse.ArgumentParser(prog="python -m atoken_diffusers.generation.video.train_wan",
                                 description="Train a Wan transformer on AToken video latents (resumes; works under "
                                             "`accelerate launch`). Settings: --config YAML, then flags, then --set.")
     p.add_argument("--config", help="YAML with the sections model, data, optim, run, flow, text")
@@ -195,11 +196,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--max-steps", type=int)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     args = p.parse_args(argv)
-    overrides = parse_overrides(args)
-    for flag, key in (("shards", "data.shards"), ("text_encoder", "text.encoder"), ("data_root", "text.data_root"),
-                      ("captions", "text.captions"), ("preset", "model.preset")):
-        if getattr(args, flag) is not None:
-            overrides[key] = getattr(args, flag)
+    overrides = overrides_from_args(args, {"shards": "data.shards", "text_encoder": "text.encoder",
+                                           "data_root": "text.data_root", "captions": "text.captions",
+                                           "preset": "model.preset"})
     try:
         trainer = WanTrainer(WanTrainConfig.from_yaml(args.config, overrides))
     except (ValueError, FileNotFoundError) as err:

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from .ar_transformer import AR_PRESETS, ATokenARTransformer
 from .pipeline_ar import ATokenARPipeline
-from .train_loop import GeneratorTrainer
+from ..training.loop import GeneratorTrainer
 
 
 class ARTrainer(GeneratorTrainer):

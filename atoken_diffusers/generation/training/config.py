@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from ..training.config import OptimConfig, apply_overrides, build_dataclass
+from ...training.config import OptimConfig, apply_overrides, build_dataclass
 
 
 @dataclass
