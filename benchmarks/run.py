@@ -28,7 +28,7 @@ SUITES = {
                         ("clip 16x256", (1, 3, 16, 256, 256))],
         peer_image=(1, 3, 256, 256), peer_video=(1, 3, 9, 128, 128),
         scaling=dict(dtype="fp32", preset="base", sides=[256, 512, 768, 1024], lengths=[16, 32, 64, 128], video_side=256),
-        efficiency_dtypes=("fp32", "bf16"), compile=False,
+        efficiency_dtypes=("fp32", "bf16"), efficiency_sides=(256,), compile=False,
     ),
     "gpu": dict(
         device="cuda", repeats=5, official_dtypes=("bf16", "fp32"),
@@ -37,14 +37,14 @@ SUITES = {
                         ("clip 64x256", (1, 3, 64, 256, 256))],
         peer_image=(1, 3, 512, 512), peer_video=(1, 3, 17, 256, 256),
         scaling=dict(dtype="bf16", preset="so-c", sides=[256, 512, 1024, 2048], lengths=[16, 32, 64, 128, 256], video_side=256),
-        efficiency_dtypes=("bf16",), compile=True,
+        efficiency_dtypes=("bf16",), efficiency_sides=(256, 512), compile=True,
     ),
     "quick": dict(
         device="cpu", repeats=2, official_dtypes=("fp32",),
         official_cases=[("image 64", (1, 3, 64, 64))],
         peer_image=None, peer_video=None,
         scaling=dict(dtype="fp32", preset="tiny", sides=[64, 128], lengths=[16, 32], video_side=64),
-        efficiency_dtypes=("fp32",), compile=False, preset="tiny",
+        efficiency_dtypes=("fp32",), efficiency_sides=(64,), compile=False, preset="tiny",
     ),
 }
 
@@ -113,12 +113,19 @@ def render(results: dict) -> str:
                              "working memory"], [_video_row(r) for r in s["video_length"]])[2:]
         p = s["packed"]
         lines += [f"Packed batch of {len(p['sizes'])} images of sizes {p['sizes']}: {_t(p['packed'])} in one call vs "
-                  f"{_t(p['singles'])} as single calls (x{p['speedup']:.2f}).", ""]
+                  f"{_t(p['singles'])} as single calls (x{p['speedup']:.2f}; outputs within "
+                  f"{p['max_abs_diff']:.1e} of the single calls).", ""]
     if results.get("efficiency"):
+        rows = results["efficiency"]
+        compiled = any("compiled_seconds" in r for r in rows)
+        extra = ["compiled (fullgraph)", "compiled / eager speed-up", "compiled utilisation"] if compiled else []
         lines += _table("## Efficiency vs the machine's matmul rate (encode + decode of one image)",
-                        ["preset", "dtype", "side", "time", "achieved TFLOP/s", "plain matmul TFLOP/s", "utilisation"],
+                        ["preset", "dtype", "side", "time", "achieved TFLOP/s", "plain matmul TFLOP/s", "utilisation",
+                         *extra],
                         [[r["preset"], r["dtype"], r["side"], f"{r['seconds']:.3f} s", f"{r['achieved_tflops']:.3f}",
-                          f"{r['matmul_tflops']:.3f}", f"{100 * r['utilisation']:.0f}%"] for r in results["efficiency"]])
+                          f"{r['matmul_tflops']:.3f}", f"{100 * r['utilisation']:.0f}%",
+                          *([f"{r['compiled_seconds']:.3f} s", f"x{r['compiled_speedup']:.2f}",
+                             f"{100 * r['compiled_utilisation']:.0f}%"] if compiled else [])] for r in rows])
     return "\n".join(lines)
 
 
@@ -146,7 +153,7 @@ def main(argv=None) -> None:
         results["scaling"] = sections.scaling(device, repeats=cfg["repeats"], **cfg["scaling"])
     if "efficiency" in want:
         results["efficiency"] = sections.efficiency(
-            device, cfg["efficiency_dtypes"], 256 if preset != "tiny" else 64, cfg["repeats"], preset, cfg["compile"])
+            device, cfg["efficiency_dtypes"], cfg["efficiency_sides"], cfg["repeats"], preset, cfg["compile"])
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{args.suite}.json").write_text(json.dumps(results, indent=2))

@@ -7,7 +7,7 @@ import gc
 import torch
 
 from atoken_diffusers import AutoencoderAToken, SparseTokens
-from atoken_diffusers.tokens import grid_to_tokens, pad_to_patches
+from atoken_diffusers.tokens import grid_to_tokens, pad_to_patches, tokens_to_grid
 
 from .peers import PEERS, reconstruct
 from .timing import matmul_flops, measure
@@ -113,7 +113,12 @@ def scaling(device, dtype, preset, sides, lengths, video_side, repeats) -> dict:
             model(im)
 
     a, b = measure(run_packed, device, repeats), measure(run_single, device, repeats)
-    out["packed"] = dict(sizes=sizes, packed=a.as_dict(), singles=b.as_dict(), speedup=b.median_s / a.median_s)
+    # A faster packed call only counts if it computes the same images: record how far it is from the single calls.
+    pieces = run_packed().feats.split([part.feats.shape[0] for part in parts])
+    diff = max(float((tokens_to_grid(piece, (1, 1, h // 16, w // 16), model.patch_size)[:, :, 0] - model(im).sample)
+                     .abs().max()) for piece, im, (h, w) in zip(pieces, images, sizes))
+    out["packed"] = dict(sizes=sizes, packed=a.as_dict(), singles=b.as_dict(), speedup=b.median_s / a.median_s,
+                         max_abs_diff=diff)
     print(f"  packed batch of {len(sizes)}: {a.cell()} vs singles {b.cell()}", flush=True)
     del model
     _free()
@@ -130,26 +135,30 @@ def model_flops(model: AutoencoderAToken, tokens: int, group: int) -> float:
 
 
 @torch.inference_mode()
-def efficiency(device, dtypes, side, repeats, preset="so-c", compile_model=False) -> list[dict]:
+def efficiency(device, dtypes, sides, repeats, preset="so-c", compile_model=False) -> list[dict]:
+    """Encode + decode time of one image per dtype and side, as a share of the device's measured matmul rate; with
+    ``compile_model`` also under ``torch.compile(fullgraph=True)`` (one graph: no breaks allowed)."""
     rows = []
-    tokens = (side // 16) ** 2
     for dname in dtypes:
         dtype = DTYPES[dname]
         model = make_model(preset, device, dtype)
-        x = pixels((1, 3, side, side), device, dtype)
-        m = measure(lambda: model(x).sample, device, repeats)
         peak = matmul_flops(device, dtype)
-        achieved = model_flops(model, tokens, tokens) / m.median_s
-        row = dict(preset=preset, dtype=dname, side=side, seconds=m.median_s, achieved_tflops=achieved / 1e12,
-                   matmul_tflops=peak / 1e12, utilisation=achieved / peak)
-        if compile_model:
-            compiled = torch.compile(model)
-            compiled(x)
-            mc = measure(lambda: compiled(x).sample, device, repeats)
-            row["compiled_seconds"] = mc.median_s
-        rows.append(row)
-        print(f"  efficiency {dname}: {achieved / 1e12:.3f} TFLOP/s of {peak / 1e12:.3f} matmul "
-              f"({100 * achieved / peak:.0f}%)", flush=True)
-        del model
+        compiled = torch.compile(model, fullgraph=True) if compile_model else None
+        for side in sides:
+            tokens = (side // 16) ** 2
+            x = pixels((1, 3, side, side), device, dtype)
+            m = measure(lambda: model(x).sample, device, repeats)
+            achieved = model_flops(model, tokens, tokens) / m.median_s
+            row = dict(preset=preset, dtype=dname, side=side, seconds=m.median_s, achieved_tflops=achieved / 1e12,
+                       matmul_tflops=peak / 1e12, utilisation=achieved / peak)
+            if compiled is not None:
+                compiled(x)  # compile outside the timing
+                mc = measure(lambda: compiled(x).sample, device, repeats)
+                row.update(compiled_seconds=mc.median_s, compiled_speedup=m.median_s / mc.median_s,
+                           compiled_utilisation=model_flops(model, tokens, tokens) / mc.median_s / peak)
+            rows.append(row)
+            print(f"  efficiency {dname} {side}px: {achieved / 1e12:.3f} TFLOP/s of {peak / 1e12:.3f} matmul "
+                  f"({100 * achieved / peak:.0f}%)", flush=True)
+        del model, compiled
         _free()
     return rows

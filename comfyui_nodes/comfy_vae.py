@@ -75,41 +75,38 @@ class ATokenComfyVAE:
             logging.warning("AToken: out of memory, retrying with spatial tiles.")
         return tiled_fn(x)
 
-    def _with_tiling(self, fn, tile_px: int = 256, overlap: float = 0.25):
-        was = self.model.use_tiling
-        self.model.enable_tiling(tile_sample_min_size=tile_px, tile_overlap_factor=overlap)
-        try:
-            return fn()
-        finally:
-            if not was:
-                self.model.disable_tiling()
+    @staticmethod
+    def _tiles(tile_px: int = 256, overlap: float = 0.25) -> dict:
+        """Per-call tiling options: the model's own settings stay untouched, so concurrent prompts never mix."""
+        return {"tiling": True, "tile_sample_min_size": tile_px, "tile_overlap_factor": overlap}
 
     # ---- encode
     @torch.inference_mode()
-    def _encode(self, pixels: torch.Tensor) -> torch.Tensor:
-        return self.model.encode(to_model_pixels(self.model, pixels)).latent_dist.mode().float().to(self.output_device)
+    def _encode(self, pixels: torch.Tensor, **options) -> torch.Tensor:
+        x = to_model_pixels(self.model, pixels)
+        return self.model.encode(x, **options).latent_dist.mode().float().to(self.output_device)
 
     def encode(self, pixels: torch.Tensor) -> torch.Tensor:
         """(B, H, W, C>=3) images in [0, 1] -> (B, 48, ceil(H/16), ceil(W/16)) latents (frames as separate images)."""
         pixels = pixels[..., :3]
         per = self.memory_used_encode(pixels[:1].shape, self.model.dtype)
-        return self._run(self._encode, pixels, per, lambda p: self._with_tiling(lambda: self._encode(p)))
+        return self._run(self._encode, pixels, per, lambda p: self._encode(p, **self._tiles()))
 
     def encode_tiled(self, pixels, tile_x=512, tile_y=512, overlap=64, tile_t=None, overlap_t=None) -> torch.Tensor:
         tile = max(16, (max(tile_x, tile_y) // 16) * 16)
-        return self._with_tiling(lambda: self._encode(pixels[..., :3]), tile, min(0.5, overlap / tile))
+        return self._encode(pixels[..., :3], **self._tiles(tile, min(0.5, overlap / tile)))
 
     # ---- decode
     @torch.inference_mode()
-    def _decode(self, latents: torch.Tensor) -> torch.Tensor:
-        out = self.model.decode(latents.to(self.model.device, self.model.dtype)).sample.float()
+    def _decode(self, latents: torch.Tensor, **options) -> torch.Tensor:
+        out = self.model.decode(latents.to(self.model.device, self.model.dtype), **options).sample.float()
         return ((out.clamp(-1, 1) + 1) / 2).movedim(1, -1).to(self.output_device)  # (B, [T,] H, W, 3)
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """(B, 48, h, w) -> (B, 16h, 16w, 3) images; (B, 48, t, h, w) -> (B, 4t, 16h, 16w, 3) frames."""
         per = self.memory_used_decode(latents[:1].shape, self.model.dtype)
-        return self._run(self._decode, latents, per, lambda z: self._with_tiling(lambda: self._decode(z)))
+        return self._run(self._decode, latents, per, lambda z: self._decode(z, **self._tiles()))
 
     def decode_tiled(self, latents, tile_x=64, tile_y=64, overlap=16, tile_t=None, overlap_t=None) -> torch.Tensor:
         tile = max(1, max(tile_x, tile_y)) * 16  # ComfyUI passes latent cells
-        return self._with_tiling(lambda: self._decode(latents), tile, min(0.5, overlap / max(tile_x, tile_y, 1)))
+        return self._decode(latents, **self._tiles(tile, min(0.5, overlap / max(tile_x, tile_y, 1))))

@@ -55,7 +55,7 @@ def _load(path: str, dtype: str, device: str):
     if os.path.isdir(path):
         model = AutoencoderAToken.from_pretrained(path, torch_dtype=DTYPES[dtype])
     else:
-        model = AutoencoderAToken.from_original(path, path[:-3] + ".yaml", torch_dtype=DTYPES[dtype])
+        model = AutoencoderAToken.from_single_file(path, config=path[:-3] + ".yaml", torch_dtype=DTYPES[dtype])
     dev = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
     return model.to(dev).eval()
 

@@ -1,6 +1,7 @@
 """Conversion of official checkpoints: CLI, safety, and clear errors."""
 
 import json
+import math
 import pickle
 
 import pytest
@@ -9,7 +10,6 @@ from safetensors.torch import load_file
 
 from atoken_diffusers import AutoencoderAToken
 from atoken_diffusers.cli.main import main
-from atoken_diffusers.conversion import load_original_autoencoder
 
 
 def _official(parity_dir):
@@ -24,6 +24,7 @@ def test_cli_convert_writes_a_loadable_folder(tmp_path, parity_dir, capsys):
     assert (out / "diffusion_pytorch_model.safetensors").is_file()
     config = json.loads((out / "config.json").read_text())
     assert config["latent_channels"] == 12 and config["use_quantizer"] and config["z_dim"] == 12
+    assert config["fsq_levels"] == [4] * 6 and config["fsq_codebook_size"] == 4096
     stored = load_file(out / "diffusion_pytorch_model.safetensors")
     assert {v.dtype for v in stored.values()} == {torch.bfloat16}
     model = AutoencoderAToken.from_pretrained(out, torch_dtype=torch.bfloat16)
@@ -38,14 +39,14 @@ def test_not_a_state_dict(tmp_path, parity_dir):
     path = tmp_path / "list.pt"
     torch.save([torch.zeros(2)], path)
     with pytest.raises(ValueError, match="not a state dict"):
-        load_original_autoencoder(path, parity_dir / "atoken_config.yaml")
+        AutoencoderAToken.from_single_file(path, config=parity_dir / "atoken_config.yaml")
 
 
 def test_arbitrary_pickles_are_refused(tmp_path, parity_dir):
     path = tmp_path / "evil.pt"
     path.write_bytes(pickle.dumps({"encoder.proj": print}))  # unpickling would resolve a callable
     with pytest.raises(ValueError, match="weights-only"):
-        load_original_autoencoder(path, parity_dir / "atoken_config.yaml")
+        AutoencoderAToken.from_single_file(path, config=parity_dir / "atoken_config.yaml")
 
 
 @pytest.mark.parametrize(
@@ -62,7 +63,7 @@ def test_bad_keys_are_named(edit, message, tmp_path, parity_dir):
     path = tmp_path / "bad.pt"
     torch.save(sd, path)
     with pytest.raises((KeyError, ValueError), match=message):
-        load_original_autoencoder(path, parity_dir / "atoken_config.yaml")
+        AutoencoderAToken.from_single_file(path, config=parity_dir / "atoken_config.yaml")
 
 
 def test_unsupported_official_config_is_refused(tmp_path, parity_dir):
@@ -70,4 +71,39 @@ def test_unsupported_official_config_is_refused(tmp_path, parity_dir):
     path = tmp_path / "swin.yaml"
     path.write_text(text)
     with pytest.raises(ValueError, match="encoder_attn_mode"):
-        load_original_autoencoder(parity_dir / "atoken.pt", path)
+        AutoencoderAToken.from_single_file(parity_dir / "atoken.pt", config=path)
+
+
+def test_single_file_takes_a_path_or_a_state_dict_and_from_original_is_the_same(parity_dir):
+    yaml_path = parity_dir / "atoken_config_fsq.yaml"
+    from_path = AutoencoderAToken.from_single_file(parity_dir / "atoken.pt", config=yaml_path,
+                                                   torch_dtype=torch.bfloat16)
+    from_dict = AutoencoderAToken.from_single_file(_official(parity_dir), original_config=yaml_path)
+    alias = AutoencoderAToken.from_original(parity_dir / "atoken.pt", yaml_path)
+    assert from_path.dtype == torch.bfloat16 and not from_path.training
+    official = _official(parity_dir)
+    torch.testing.assert_close(from_dict.to_moments.weight, official["proj.weight"], rtol=0, atol=0)
+    for name, value in from_dict.state_dict().items():
+        assert torch.equal(alias.state_dict()[name], value), name
+        torch.testing.assert_close(from_path.state_dict()[name].float(), value, rtol=1e-2, atol=1e-2)
+    with pytest.raises(ValueError, match="config='atoken-soc.yaml'"):
+        AutoencoderAToken.from_single_file(parity_dir / "atoken.pt")
+    with pytest.raises(ValueError, match="not both"):
+        AutoencoderAToken.from_single_file(parity_dir / "atoken.pt", config=yaml_path, original_config=yaml_path)
+
+
+@pytest.mark.parametrize("nominal, levels", [(1024, [8, 5, 5, 5]), (256, [8, 6, 5])])
+def test_official_codebook_size_becomes_the_levels_it_really_gives(nominal, levels, tmp_path, parity_dir):
+    """The official quantizer builds the suggested levels of its nominal size; the converted config records those
+    levels and their true product (1000, 240), never the nominal size."""
+    from atoken_diffusers.conversion import load_original_config
+
+    text = (parity_dir / "atoken_config_fsq.yaml").read_text()
+    text = text.replace("quantizer_codebook_size: 4096", f"quantizer_codebook_size: {nominal}")
+    text = text.replace("quantizer_num_codebooks: 2", f"quantizer_num_codebooks: {12 // len(levels)}")
+    path = tmp_path / "fsq.yaml"
+    path.write_text(text)
+    config = load_original_config(path)
+    assert config["fsq_levels"] == levels and config["fsq_codebook_size"] == math.prod(levels) != nominal
+    model = AutoencoderAToken(**{**config, "encoder_depth": 1, "decoder_depth": 1})
+    assert model.quantizer.codebook_size == model.config.fsq_codebook_size == math.prod(levels)

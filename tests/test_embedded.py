@@ -12,8 +12,14 @@ import torch
 
 from atoken_diffusers import AutoencoderAToken
 from atoken_diffusers.weights import WEIGHTS_DIR, default_gs_decoder_dir, default_model_dir
-from atoken_diffusers.weights.evaluate import (IMAGE_PCA, VIDEO_PCA, evaluate_images, evaluate_images_pca,
-                                               evaluate_video, held_out_image)
+from atoken_diffusers.weights.evaluate import (
+    IMAGE_PCA,
+    VIDEO_PCA,
+    evaluate_images,
+    evaluate_images_pca,
+    evaluate_video,
+    held_out_image,
+)
 
 # Floors from the measurement (metrics.json, float32 CPU): 10 photographs 28.89 dB vs PCA-48 28.47 dB (+0.42), grid
 # ratio 1.52 (PCA-48 2.22, the photographs 1.04), FSQ 6.26 dB below the continuous model, clip 45.80 vs 45.55 dB,

@@ -16,11 +16,11 @@ import torch
 from safetensors.torch import load_file
 
 from atoken_diffusers import AutoencoderAToken
-from tests.conftest import assert_same_run
 from atoken_diffusers.generation.data.encode_dataset import PAUSE_ENV, encode_dataset
 from atoken_diffusers.generation.data.image_folder import load_batch
 from atoken_diffusers.generation.data.latent_stats import latent_normalization, stats_from_shards
 from atoken_diffusers.generation.data.shards import LatentShards
+from tests.conftest import assert_same_run
 from tests.generation_data import CROP
 from tests.processes import kill_tree, launch_cmd
 

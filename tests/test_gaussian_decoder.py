@@ -9,7 +9,7 @@ import torch.nn.functional as F
 import yaml
 from safetensors.torch import load_file
 
-from atoken_diffusers.conversion.gaussian_decoder import load_original_gaussian_decoder
+from atoken_diffusers.conversion import load_original_gaussian_decoder
 from atoken_diffusers.three_d.gaussian_decoder import ATokenGaussianDecoder, hammersley_offsets
 
 FIELDS = ("raw", "xyz", "features_dc", "scaling", "rotation", "opacity")

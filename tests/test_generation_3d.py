@@ -15,8 +15,14 @@ import torch
 from atoken_diffusers import AutoencoderAToken
 from atoken_diffusers.generation.three_d.pipeline_image_to_3d import ATokenImageTo3DPipeline
 from atoken_diffusers.generation.three_d.sparse_flow import SparseLatentFlowTransformer
-from atoken_diffusers.generation.three_d.sparse_structure import (SparseStructureVAE, coords_to_grid, depth_to_space,
-                                                           grid_to_coords, iou, space_to_depth)
+from atoken_diffusers.generation.three_d.sparse_structure import (
+    SparseStructureVAE,
+    coords_to_grid,
+    depth_to_space,
+    grid_to_coords,
+    iou,
+    space_to_depth,
+)
 from atoken_diffusers.generation.three_d.structure_flow import SparseStructureFlowTransformer
 from atoken_diffusers.three_d.gaussians import Gaussians
 from tests.generation_data import threads
@@ -30,7 +36,7 @@ IMAGE = 64  # condition renders: 64 x 64 -> 16 AToken tokens
 @pytest.fixture(scope="module")
 def gs_dir(tmp_path_factory, parity_dir) -> Path:
     """The official-format tiny Gaussian decoder (random weights), as a diffusers folder."""
-    from atoken_diffusers.conversion.gaussian_decoder import load_original_gaussian_decoder
+    from atoken_diffusers.conversion import load_original_gaussian_decoder
 
     out = tmp_path_factory.mktemp("gs") / "gs"
     load_original_gaussian_decoder(parity_dir / "gs_decoder.pt", parity_dir / "gs_config.yaml").save_pretrained(out)

@@ -12,8 +12,13 @@ import pytest
 import torch
 
 from atoken_diffusers import AutoencoderAToken
-from atoken_diffusers.generation import (ARTrainer, ATokenARPipeline, ATokenARTransformer, GeneratorTrainConfig,
-                                         LatentShards)
+from atoken_diffusers.generation import (
+    ARTrainer,
+    ATokenARPipeline,
+    ATokenARTransformer,
+    GeneratorTrainConfig,
+    LatentShards,
+)
 from atoken_diffusers.generation.image.sampling import sample_logits
 from tests.conftest import assert_same_run
 from tests.generation_data import threads

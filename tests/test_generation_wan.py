@@ -13,9 +13,14 @@ import pytest
 import torch
 
 from atoken_diffusers import AutoencoderAToken
-from atoken_diffusers.generation.video.pipeline_wan import ATokenWanImageToVideoPipeline, ATokenWanPipeline
 from atoken_diffusers.generation.video.geometry import decoded_num_frames
-from atoken_diffusers.generation.video.wan import build_wan_pipeline, build_wan_transformer, load_text_encoder, set_latent_stats
+from atoken_diffusers.generation.video.pipeline_wan import ATokenWanImageToVideoPipeline, ATokenWanPipeline
+from atoken_diffusers.generation.video.wan import (
+    build_wan_pipeline,
+    build_wan_transformer,
+    load_text_encoder,
+    set_latent_stats,
+)
 from tests.conftest import assert_same_run, max_difference, real_image
 from tests.generation_data import threads
 from tests.text_models import make_tokenizer

@@ -7,8 +7,15 @@ import pytest
 import torch
 
 from atoken_diffusers.losses import (
-    LPIPS, FeaturePerceptualLoss, FrozenVisionTower, GramLoss, VGGFeatures, distillation_loss, gaussian_kl,
-    gram_distance, siglip_sigmoid_loss,
+    LPIPS,
+    FeaturePerceptualLoss,
+    FrozenVisionTower,
+    GramLoss,
+    VGGFeatures,
+    distillation_loss,
+    gaussian_kl,
+    gram_distance,
+    siglip_sigmoid_loss,
 )
 from tests.conftest import assert_same_run, real_image
 

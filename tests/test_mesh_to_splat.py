@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from atoken_diffusers.cli.main import main
-from atoken_diffusers.conversion.gaussian_decoder import load_original_gaussian_decoder
+from atoken_diffusers.conversion import load_original_gaussian_decoder
 from atoken_diffusers.three_d.gaussians import Gaussians
 from atoken_diffusers.three_d.pipeline import gaussians_from_voxels, reconstruct_mesh
 from atoken_diffusers.three_d.voxelize import load_voxel_features

@@ -5,7 +5,7 @@ import torch
 from diffusers.models.autoencoders.vae import DecoderOutput
 
 from atoken_diffusers import AutoencoderAToken
-from tests.conftest import assert_same_run
+from tests.conftest import assert_same_run, max_difference
 
 
 def test_latent_shapes_and_padding(tiny_model, image):
@@ -111,7 +111,7 @@ def test_tokenize_detokenize(fsq_model, image):
         assert idx.shape == (1, 2, 4, 5) and idx.dtype == torch.int64
         assert 0 <= idx.min() and idx.max() < 4096
         codes = fsq_model.detokenize(idx)
-        assert torch.equal(fsq_model.quantizer.quantize(codes.movedim(1, -1))[1].movedim(-1, 1), idx)
+        assert torch.equal(fsq_model.quantizer.codes_to_indices(codes.movedim(1, -1)).movedim(-1, 1), idx)
         torch.testing.assert_close(fsq_model.decode(codes).sample, fsq_model(image).sample)
 
 
@@ -132,8 +132,47 @@ def test_tile_blending_is_exact_for_a_local_map():
 def test_decode_cache_settings_validated(tiny_model):
     with pytest.raises(ValueError, match="must be <= 16"):
         tiny_model.set_decode_tiles(16, 4)
-    with pytest.raises(ValueError, match="multiples of 4"):
+    with pytest.raises(ValueError, match="decode_stride_frames must be a multiple of 4"):
         tiny_model.set_decode_tiles(6, 0)
+    with pytest.raises(ValueError, match="tile_overlap_factor must be a number in \\[0, 1\\)"):
+        tiny_model.decode(torch.zeros(1, 12, 2, 2), tiling=True, tile_overlap_factor=5)
+    with pytest.raises(TypeError, match="unknown inference option.*tile_size"):
+        tiny_model.decode(torch.zeros(1, 12, 2, 2), tile_size=64)
+
+
+def test_per_call_options_leave_the_model_untouched(tiny_model):
+    """Options passed to a call equal the same defaults set on the model, and change nothing for the next caller."""
+    from tests.conftest import real_image
+
+    big = real_image(160, 160)
+    before = tiny_model.inference_options()
+    with torch.no_grad():
+        per_call = tiny_model(big, tiling=True, tile_sample_min_size=128).sample
+        assert tiny_model.inference_options() == before and not tiny_model.use_tiling
+        untiled = tiny_model(big).sample
+        tiny_model.enable_tiling(tile_sample_min_size=128)
+        try:
+            assert_same_run(tiny_model(big).sample, per_call)
+        finally:
+            tiny_model.disable_tiling()
+    assert max_difference(per_call, untiled) > 1e-3  # the option really tiled
+
+
+def test_concurrent_callers_keep_their_own_options(tiny_model):
+    """Two threads decoding the same video with different decoder tiles get what each asked for."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    z = torch.randn(1, 12, 4, 2, 2, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = {cache: tiny_model.decode(z, decode_stride_frames=12, decode_cache_frames=cache).sample
+                    for cache in (0, 4)}
+        with ThreadPoolExecutor(4) as pool:
+            jobs = [(cache, pool.submit(lambda c: tiny_model.decode(z, decode_stride_frames=12,
+                                                                      decode_cache_frames=c).sample, cache))
+                    for cache in (0, 4) * 4]
+            for cache, job in jobs:
+                assert_same_run(job.result(), expected[cache])
+    assert max_difference(expected[0], expected[4]) > 1e-4
 
 
 def test_lora_adapter_changes_and_restores(tiny_model, image):

@@ -12,7 +12,11 @@ from atoken_diffusers.three_d.camera import sphere_cameras
 from atoken_diffusers.three_d.mesh import load_mesh, surface_distance
 from atoken_diffusers.three_d.render_mesh import render_mesh
 from atoken_diffusers.three_d.voxelize import (
-    load_voxel_features, occupied_voxels, patch_features, save_voxel_features, voxel_features,
+    load_voxel_features,
+    occupied_voxels,
+    patch_features,
+    save_voxel_features,
+    voxel_features,
 )
 
 pytest.importorskip("trimesh")

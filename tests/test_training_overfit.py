@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from atoken_diffusers.training import TrainConfig, Trainer
-from atoken_diffusers.utils.media_sets import bundled_folder
 from atoken_diffusers.utils.media import load_image
+from atoken_diffusers.utils.media_sets import bundled_folder
 from atoken_diffusers.utils.metrics import psnr
 
 pytestmark = pytest.mark.slow

@@ -13,7 +13,14 @@ from safetensors.torch import load_file
 from atoken_diffusers import AutoencoderAToken
 from atoken_diffusers.losses import siglip_sigmoid_loss
 from atoken_diffusers.understanding import (
-    LOGIT_BIAS, LOGIT_SCALE, TextTower, ZeroShotClassifier, embed_visual, normalize_text, recall_at_k, siglip_logits,
+    LOGIT_BIAS,
+    LOGIT_SCALE,
+    TextTower,
+    ZeroShotClassifier,
+    embed_visual,
+    normalize_text,
+    recall_at_k,
+    siglip_logits,
 )
 from atoken_diffusers.understanding.mllm import ATokenLlava
 from atoken_diffusers.understanding.mllm_training import train_projector_and_lora

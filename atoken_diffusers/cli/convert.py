@@ -20,16 +20,17 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from ..conversion.original import load_original_autoencoder
     from ..utils.atomic import save_atomically
 
     if args.gs_decoder:
-        from ..conversion.gaussian_decoder import load_original_gaussian_decoder
+        from ..conversion.original_gaussian_decoder import load_original_gaussian_decoder
 
         model = load_original_gaussian_decoder(args.gs_decoder, args.config, torch_dtype=DTYPES[args.dtype])
         detail = "Gaussian decoder"
     else:
-        model = load_original_autoencoder(args.checkpoint, args.config, torch_dtype=DTYPES[args.dtype])
+        from ..models.autoencoder_atoken import AutoencoderAToken
+
+        model = AutoencoderAToken.from_single_file(args.checkpoint, config=args.config, torch_dtype=DTYPES[args.dtype])
         detail = f"latent_channels={model.config.latent_channels}, fsq={'yes' if model.quantizer is not None else 'no'}"
     out = save_atomically(model, args.output, overwrite=args.overwrite)
     n = sum(p.numel() for p in model.parameters())

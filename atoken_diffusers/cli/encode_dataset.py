@@ -8,6 +8,7 @@ import argparse
 
 from .common import DTYPES
 
+
 def add_parser(sub) -> None:
     p = sub.add_parser("encode-dataset", help="pre-encode an image (and video) folder into latent + FSQ token shards",
                        description="DATA has one sub-folder per class (ImageFolder convention). Writes safetensors "

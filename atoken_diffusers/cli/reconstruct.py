@@ -9,14 +9,12 @@ import torch
 
 from .common import DTYPES, load_model
 
-
 MESH_SUFFIXES = (".glb", ".gltf", ".obj", ".ply", ".stl")
 
 
 def _reconstruct_mesh(args: argparse.Namespace, model) -> None:
     from ..three_d.gaussian_decoder import ATokenGaussianDecoder
     from ..three_d.pipeline import reconstruct_mesh
-
     from ..weights import default_gs_decoder_dir
 
     args.gs_decoder = args.gs_decoder or default_gs_decoder_dir()
@@ -54,9 +52,8 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> None:
     from ..utils.media import is_video, load_image, load_video, save_image, save_video
-    from ..utils.metrics import psnr, ssim
-
     from ..utils.media_sets import resolve_media
+    from ..utils.metrics import psnr, ssim
     from ..weights import default_model_dir
 
     try:

@@ -18,10 +18,9 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from ..conversion.original import load_original_autoencoder
-    from ..utils.atomic import save_atomically
     from ..evaluation.parity import TOLERANCE, failures, parity_report
     from ..models.autoencoder_atoken import AutoencoderAToken
+    from ..utils.atomic import save_atomically
 
     fixtures = Path(args.fixtures)
     if not (fixtures / "atoken.pt").is_file():
@@ -30,7 +29,8 @@ def run(args: argparse.Namespace) -> None:
     bad = {}
     for config in ("atoken_config.yaml", "atoken_config_fsq.yaml"):
         folder = out_root / Path(config).stem
-        save_atomically(load_original_autoencoder(fixtures / "atoken.pt", fixtures / config), folder, overwrite=True)
+        official = AutoencoderAToken.from_single_file(fixtures / "atoken.pt", config=fixtures / config)
+        save_atomically(official, folder, overwrite=True)
         model = AutoencoderAToken.from_pretrained(folder).eval()  # exercise the converted folder, not the pickle
         report = parity_report(model, fixtures)
         print(f"\n{config} -> {folder}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+
 def add_parser(sub) -> None:
     p = sub.add_parser("train", help="train or fine-tune AToken (a stage config; resumes from its checkpoints)",
                        description="Train AToken with the paper's adversarial-free recipe. CONFIG is a YAML file or a "

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 
+
 def add_parser(sub) -> None:
     p = sub.add_parser("train-generator", help="train a DiT (continuous latents) or AR (FSQ tokens) generator on "
                                                "shards of `atoken encode-dataset`",

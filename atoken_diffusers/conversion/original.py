@@ -7,14 +7,17 @@ mis-shaped stops the conversion with a message naming it.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import warnings
 from collections.abc import Mapping
-from pathlib import Path
+from typing import NamedTuple
 
 import torch
 import yaml
+
+from ..quantizers.fsq import suggested_levels
 
 # Official name -> our name. Applied in order, first match wins.
 _KEY_RULES = [
@@ -48,7 +51,6 @@ _CONFIG_KEYS = {
     "decoder_mlp_channels": "decoder_mlp_dim",
     "patch_size": "patch_size",
     "use_quantizer": "use_quantizer",
-    "quantizer_codebook_size": "fsq_codebook_size",
     "quantizer_num_codebooks": "fsq_num_codebooks",
 }
 
@@ -95,6 +97,11 @@ def load_original_config(path: str | os.PathLike) -> dict:
     config["patch_size"] = tuple(patch)
     if config.get("use_quantizer") and arch.get("quantizer_feature_dim", arch["latent_channels"]) != arch["latent_channels"]:
         raise ValueError(f"{path}: quantizer_feature_dim must equal latent_channels ({arch['latent_channels']}).")
+    if config.get("use_quantizer") and "quantizer_codebook_size" in arch:
+        # The official quantizer takes the suggested levels of this nominal size; record the levels and the size
+        # they really give (1024 -> [8, 5, 5, 5] = 1000 codes), so the config does not claim codes that do not exist.
+        levels = suggested_levels(arch["quantizer_codebook_size"], f"{path}: quantizer_codebook_size")
+        config.update(fsq_levels=levels, fsq_codebook_size=math.prod(levels))
     return config
 
 
@@ -116,41 +123,76 @@ def load_original_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]
     return dict(obj)
 
 
+def rename_keys(
+    original: Mapping[str, torch.Tensor],
+    rename=convert_key,
+    ignore_prefixes: tuple[str, ...] = ("quantizer.",),  # FSQ buffers carry no state
+) -> dict[str, str]:
+    """Our name -> official name for every key of an official state dict, skipping ``ignore_prefixes``. An unknown
+    key, or two keys landing on one name, is an error naming them."""
+    names = {}
+    for key in original:
+        if key.startswith(ignore_prefixes):
+            continue
+        new = rename(key)
+        if new in names:
+            raise KeyError(f"Checkpoint keys {names[new]!r} and {key!r} both map onto {new!r}; the checkpoint is "
+                           "corrupt.")
+        names[new] = key
+    return names
+
+
+def check_state_dict(converted: Mapping[str, torch.Tensor], model: torch.nn.Module, original_names=None) -> None:
+    """Raise unless ``converted`` holds exactly ``model``'s state-dict names with the same shapes (errors name the
+    official key through ``original_names``: ours -> theirs)."""
+    expected = model.state_dict()
+    theirs = original_names or {}
+    for key, value in converted.items():
+        name = theirs.get(key, key)
+        if key not in expected:
+            raise KeyError(f"Unexpected key {name!r} (-> {key!r}): the config does not build this module.")
+        if tuple(value.shape) != tuple(expected[key].shape):
+            raise ValueError(
+                f"Shape mismatch for {name!r}: checkpoint {tuple(value.shape)}, model {tuple(expected[key].shape)}; "
+                "does the config match the checkpoint?"
+            )
+    missing = sorted(set(expected) - set(converted))
+    if missing:
+        raise KeyError(f"Missing keys in the official checkpoint: {missing[:5]}{' ...' if len(missing) > 5 else ''}")
+
+
 def convert_state_dict(
     original: Mapping[str, torch.Tensor],
     model: torch.nn.Module,
     rename=convert_key,
-    ignore_prefixes: tuple[str, ...] = ("quantizer.",),  # FSQ buffers carry no state
+    ignore_prefixes: tuple[str, ...] = ("quantizer.",),
 ) -> dict[str, torch.Tensor]:
-    """Rename an official state dict to ``model``'s names with ``rename``, checking names and shapes; keys starting
-    with ``ignore_prefixes`` are dropped."""
-    expected = model.state_dict()
-    converted = {}
-    for key, value in original.items():
-        if key.startswith(ignore_prefixes):
-            continue
-        new = rename(key)
-        if new not in expected:
-            raise KeyError(f"Unexpected key {key!r} (-> {new!r}): the config does not build this module.")
-        if tuple(value.shape) != tuple(expected[new].shape):
-            raise ValueError(
-                f"Shape mismatch for {key!r}: checkpoint {tuple(value.shape)}, model {tuple(expected[new].shape)}; "
-                "does the config match the checkpoint?"
-            )
-        converted[new] = value
-    missing = sorted(set(expected) - set(converted))
-    if missing:
-        raise KeyError(f"Missing keys in the official checkpoint: {missing[:5]}{' ...' if len(missing) > 5 else ''}")
+    """Rename an official state dict to ``model``'s names with ``rename``, checking names and shapes."""
+    names = rename_keys(original, rename, ignore_prefixes)
+    converted = {ours: original[theirs] for ours, theirs in names.items()}
+    check_state_dict(converted, model, names)
     return converted
 
 
-def load_original_autoencoder(checkpoint, config, torch_dtype: torch.dtype | None = None, **overrides):
-    """Build an ``AutoencoderAToken`` from an official checkpoint + config pair."""
-    from ..models.autoencoder_atoken import AutoencoderAToken
+class ConvertedCheckpoint(NamedTuple):
+    """An official checkpoint under our names: constructor config, state dict, and ours -> official key names (for
+    errors that name the key the user can find in their file)."""
 
-    model = AutoencoderAToken(**{**load_original_config(config), **overrides})
-    state = convert_state_dict(load_original_state_dict(checkpoint), model)
-    model.load_state_dict(state, strict=True)
-    model.eval()
-    # nn.Module.to: diffusers' ModelMixin.to warns about fp32 modules on every dtype cast, and this model has none.
-    return torch.nn.Module.to(model, torch_dtype) if torch_dtype is not None else model
+    config: dict
+    state_dict: dict[str, torch.Tensor]
+    original_names: dict[str, str]
+
+
+def convert_original_checkpoint(checkpoint, config) -> ConvertedCheckpoint:
+    """An official checkpoint + YAML as (AutoencoderAToken config, state dict under our names, name map).
+
+    Args:
+        checkpoint: a ``.pt`` path (read weights-only) or an already loaded official state dict.
+        config: the checkpoint's YAML path.
+    Names and shapes are checked against the model when it is built (:meth:`AutoencoderAToken.from_single_file`
+    calls :func:`check_state_dict`); this module never imports the model.
+    """
+    original = checkpoint if isinstance(checkpoint, Mapping) else load_original_state_dict(checkpoint)
+    arguments = load_original_config(config)
+    names = rename_keys(original)
+    return ConvertedCheckpoint(arguments, {ours: original[theirs] for ours, theirs in names.items()}, names)

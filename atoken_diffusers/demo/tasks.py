@@ -40,7 +40,7 @@ def _require_fsq(model):
 
 def fsq_indices(model, z: torch.Tensor) -> torch.Tensor:
     """FSQ indices (B, K, ...) of posterior means (B, C, ...), as ``model.tokenize`` gives them."""
-    return _require_fsq(model).quantize(z.movedim(1, -1))[1].movedim(-1, 1)
+    return _require_fsq(model).quantize_channels_first(z)[1]
 
 
 def decode_like(model, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -118,9 +118,8 @@ class TokenResult:
 def token_maps(model, x: torch.Tensor) -> TokenResult:
     """FSQ index maps of an image (one colour image per codebook, a latent cell drawn as its 16 x 16 pixels),
     codebook usage and a histogram of the codes."""
-    _require_fsq(model)
+    size = _require_fsq(model).codebook_size
     indices = model.tokenize(x.to(model.device, model.dtype)).cpu()
-    size = model.config.fsq_codebook_size
     maps = [visuals.upscale(m, model.spatial_compression_ratio) for m in visuals.index_maps(indices)]
     return TokenResult(maps, visuals.codebook_usage(indices, size), visuals.code_histogram(indices, size))
 

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
+import math
 import numbers
 from typing import Sequence
 
 import torch
-
-PATCH = 16  # AToken's spatial compression: one latent cell per 16 x 16 pixels
 
 
 def resolve_class_labels(class_labels, num_classes: int, class_names: Sequence[str] | None,
@@ -62,14 +61,24 @@ def check_guidance(guidance_scale: float, conditional: bool, dropout: float) -> 
     return guidance_scale > 1
 
 
-def check_image_size(height: int, width: int) -> tuple[int, int]:
-    """(h, w) latent grid of an image size; both sides must be positive multiples of 16."""
+def check_multiple(value, name: str, factor: int, reason: str) -> int:
+    """``value`` if it is a positive integer multiple of ``factor``; else a ValueError naming ``name``, ``reason`` and
+    the two nearest valid values. A ``--flag`` name reads as a command-line option ("--resolution 40 is not ..."),
+    any other as an argument ("height=40 must be ...")."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < factor or value % factor:
+        numeric = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        lo = max(factor, int(value) // factor * factor) if numeric else factor
+        said = f"{name} {value!r} is not" if name.startswith("--") else f"{name}={value!r} must be"
+        raise ValueError(f"{said} a positive multiple of {factor} ({reason}); use {lo} or {lo + factor}.")
+    return value
+
+
+def check_image_size(height: int, width: int, factor: int) -> tuple[int, int]:
+    """(h, w) latent grid of an image size; both sides must be positive multiples of ``factor``, the VAE's spatial
+    compression (``vae.spatial_compression_ratio``, 16 for AToken)."""
     for arg, value in (("height", height), ("width", width)):
-        if not isinstance(value, int) or value < PATCH or value % PATCH:
-            lo = max(PATCH, (int(value) // PATCH) * PATCH) if isinstance(value, (int, float)) else PATCH
-            raise ValueError(f"{arg}={value!r} must be a positive multiple of {PATCH} (AToken's patch size); use "
-                             f"{lo} or {lo + PATCH}.")
-    return height // PATCH, width // PATCH
+        check_multiple(value, arg, factor, "the VAE's pixels per latent cell")
+    return height // factor, width // factor
 
 
 def check_output_type(output_type: str, allowed: Sequence[str]) -> None:

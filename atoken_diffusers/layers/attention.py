@@ -1,11 +1,13 @@
-"""Variable-length attention: many independent sequences packed into one token tensor.
+"""Attention kernels: packed variable-length sequences (:func:`varlen_attention`) and dense batches
+(:func:`dense_attention`).
 
 Every attention in the project (encoder/decoder self-attention per sample and temporal tile, the key/value-cached
 decoder tiles, the pooling head's one query per sample) is "queries of group g attend to keys of group g". A
 :class:`AttentionPlan` describes the groups once per forward pass; :func:`varlen_attention` runs them with
 flash-attn's varlen kernel when it is importable and the tensors are half precision on CUDA, and otherwise with
 ``scaled_dot_product_attention`` on a padded (groups, length) layout (a plain reshape when all groups have the
-same length, which is the case for dense image/video batches).
+same length, which is the case for dense image/video batches). Dense (B, heads, S, head_dim) batches -- the
+autoregressive model, the DiT -- go straight to ``scaled_dot_product_attention``, causally when asked.
 """
 
 from __future__ import annotations
@@ -47,12 +49,28 @@ class AttentionPlan:
             self.k_lengths = self.q_lengths
         self.cu_q = _offsets(self.q_lengths)
         self.cu_k = _offsets(self.k_lengths)
-        # Python ints once per plan (one host sync), reused by every layer.
+        # Python ints once per plan (one host sync), reused by every layer. Plans of dense grids come from
+        # :meth:`from_lengths`, which knows them without looking at the tensors.
         self.max_q = int(self.q_lengths.max()) if self.q_lengths.numel() else 0
         self.max_k = int(self.k_lengths.max()) if self.k_lengths.numel() else 0
         self.uniform = bool(
             (self.q_lengths == self.max_q).all() and (self.k_lengths == self.max_k).all() and self.key_index is None
         )
+        self.total_q = None
+
+    @classmethod
+    def from_lengths(cls, lengths: list[int], device=None) -> "AttentionPlan":
+        """Self-attention groups whose lengths are known on the host (dense grids): no device-to-host sync, and
+        every size a Python value (or a symbolic one under ``torch.compile``/``torch.export``), so the plan traces
+        into one graph."""
+        plan = cls.__new__(cls)
+        plan.q_lengths = plan.k_lengths = torch.tensor(lengths, device=device)
+        plan.key_index = None
+        plan.cu_q = plan.cu_k = _offsets(plan.q_lengths)
+        plan.max_q = plan.max_k = max(lengths)
+        plan.uniform = all(n == lengths[0] for n in lengths)
+        plan.total_q = sum(lengths)
+        return plan
 
     @property
     def num_groups(self) -> int:
@@ -64,11 +82,11 @@ class AttentionPlan:
 
     @cached_property
     def _q_pad_index(self) -> torch.Tensor:
-        return _pad_index(self.q_lengths, self.cu_q, self.max_q)
+        return _pad_index(self.q_lengths, self.cu_q, self.max_q, self.total_q)
 
     @cached_property
     def _k_pad_index(self) -> torch.Tensor:
-        return _pad_index(self.k_lengths, self.cu_k, self.max_k)
+        return _pad_index(self.k_lengths, self.cu_k, self.max_k, self.total_q)
 
     @cached_property
     def _key_mask(self) -> torch.Tensor:
@@ -77,8 +95,8 @@ class AttentionPlan:
         return (ar[None, :] < self.k_lengths[:, None])[:, None, None, :]
 
 
-def _pad_index(lengths: torch.Tensor, offsets: torch.Tensor, max_len: int) -> torch.Tensor:
-    group = torch.repeat_interleave(torch.arange(lengths.shape[0], device=lengths.device), lengths)
+def _pad_index(lengths: torch.Tensor, offsets: torch.Tensor, max_len: int, total: int | None = None) -> torch.Tensor:
+    group = torch.repeat_interleave(torch.arange(lengths.shape[0], device=lengths.device), lengths, output_size=total)
     pos = torch.arange(group.shape[0], device=lengths.device) - offsets[group].long()
     return group * max_len + pos
 
@@ -138,3 +156,29 @@ def varlen_attention(
     if plan.uniform:
         return out.reshape(q.shape)
     return out.reshape(g * plan.max_q, *out.shape[2:])[plan._q_pad_index]
+
+
+def dense_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = False, softcap: float | None = None
+) -> torch.Tensor:
+    """Softmax attention over dense batches, scale 1/sqrt(head_dim).
+
+    Args:
+        q: (B, heads, Sq, head_dim) queries.
+        k, v: (B, heads, Sk, head_dim) keys/values, Sk >= Sq.
+        causal: query i sees keys 0 .. Sk - Sq + i: the queries are the last Sq positions of the keys (the new
+            positions after a key/value cache of Sk - Sq, or the whole sequence when Sk == Sq).
+        softcap: optional logit soft-capping value.
+    Returns:
+        (B, heads, Sq, head_dim).
+    """
+    sq, sk = q.shape[-2], k.shape[-2]
+    # Sizes are Python ints (shapes), so these branches never read tensor data.
+    if causal and sq == sk and not softcap:
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    mask = None
+    if causal and sq > 1:  # one new query sees every cached key: no mask needed
+        mask = torch.ones(sq, sk, dtype=torch.bool, device=q.device).tril(sk - sq)
+    if softcap:
+        return _softcapped_attention(q, k, v, mask, softcap)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)

@@ -19,16 +19,17 @@ class LayerNorm32(nn.LayerNorm):
 
 
 class RMSNorm32(nn.Module):
-    """RMSNorm x * rsqrt(mean(x^2) + eps) * weight, in float32 (decoder blocks)."""
+    """RMSNorm x * rsqrt(mean(x^2) + eps) * weight, in float32 (decoder blocks); ``affine=False`` drops the weight."""
 
-    def __init__(self, dim: int, eps: float = 1e-6):
+    def __init__(self, dim: int, eps: float = 1e-6, affine: bool = True):
         super().__init__()
         self.eps = eps
-        self.weight = nn.Parameter(torch.ones(dim))
+        self.weight = nn.Parameter(torch.ones(dim)) if affine else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         xf = x.float()
-        return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight.float()).to(x.dtype)
+        out = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
+        return (out if self.weight is None else out * self.weight.float()).to(x.dtype)
 
 
 class QKNorm(nn.Module):
@@ -46,10 +47,11 @@ class QKNorm(nn.Module):
         return (F.normalize(x.float(), dim=-1) * self.gamma.float() * self.scale).to(x.dtype)
 
 
-def make_norm(kind: str, dim: int, eps: float = 1e-6) -> nn.Module:
-    """``"layer"`` -> affine LayerNorm with bias, ``"rms"`` -> RMSNorm."""
+def make_norm(kind: str, dim: int, eps: float = 1e-6, affine: bool = True) -> nn.Module:
+    """``"layer"`` -> LayerNorm (weight and bias when ``affine``), ``"rms"`` -> RMSNorm (weight when ``affine``).
+    adaLN blocks use ``affine=False``: the modulation supplies scale and shift."""
     if kind == "layer":
-        return LayerNorm32(dim, eps=eps)
+        return LayerNorm32(dim, eps=eps, elementwise_affine=affine)
     if kind == "rms":
-        return RMSNorm32(dim, eps=eps)
+        return RMSNorm32(dim, eps=eps, affine=affine)
     raise ValueError(f"norm kind must be 'layer' or 'rms'; got {kind!r}.")

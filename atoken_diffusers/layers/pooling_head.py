@@ -10,27 +10,26 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .attention import AttentionPlan, varlen_attention
+from .attention import AttentionPlan
+from .attention_layer import Attention, AttentionContext
 from .mlp import FeedForward
 from .norms import LayerNorm32
 
 
-class AttentionPoolingHead(nn.Module):
+class AttentionPoolingHead(Attention):
+    """The project's cross-attention layer (``to_q``, ``to_kv``, ``to_out``, with biases) plus the ``probe``, the
+    ``norm`` and the ``mlp`` of the pooled vector."""
+
     def __init__(self, dim: int, heads: int, mlp_dim: int):
-        super().__init__()
-        self.heads, self.head_dim = heads, dim // heads
+        super().__init__(dim, heads, context_dim=dim)
         self.probe = nn.Parameter(torch.zeros(dim))
-        self.to_q = nn.Linear(dim, dim)
-        self.to_kv = nn.Linear(dim, 2 * dim)
-        self.to_out = nn.Linear(dim, dim)
         self.norm = LayerNorm32(dim, eps=1e-6)
         self.mlp = FeedForward(dim, mlp_dim)
 
     def forward(self, tokens: torch.Tensor, tokens_per_sample: torch.Tensor) -> torch.Tensor:
-        """Pool (N, dim) tokens stored sample after sample into (num_samples, dim)."""
+        """Pool (N, dim) tokens stored sample after sample (``tokens_per_sample`` (B,) of them each) into (B, dim)."""
         num_samples = tokens_per_sample.shape[0]
-        plan = AttentionPlan(torch.ones_like(tokens_per_sample), tokens_per_sample)
-        q = self.to_q(self.probe.to(tokens.dtype)).view(1, self.heads, self.head_dim).expand(num_samples, -1, -1)
-        k, v = self.to_kv(tokens).unflatten(-1, (2, self.heads, self.head_dim)).unbind(1)
-        h = self.to_out(varlen_attention(q.contiguous(), k, v, plan).flatten(1))
+        ctx = AttentionContext(cross_plan=AttentionPlan(torch.ones_like(tokens_per_sample), tokens_per_sample))
+        probes = self.probe.to(tokens.dtype).expand(num_samples, -1)  # one query per sample
+        h = super().forward(probes, ctx, context=tokens)
         return h + self.mlp(self.norm(h))

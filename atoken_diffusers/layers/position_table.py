@@ -23,20 +23,26 @@ class LearnedPositionTable(nn.Module):
         """The table resized to (height, width), flattened to (height * width, dim) in float32."""
         g, dim = self.grid, self.weight.shape[1]
         table = self.weight.float().t().reshape(1, dim, g, g)
-        if (height, width) != (g, g):
-            table = F.interpolate(table, size=(height, width), mode="bilinear", align_corners=False, antialias=True)
+        # No branch on the size: resizing to (g, g) is exactly the identity, and a branch would make the size a
+        # guard under torch.compile / torch.export with dynamic shapes.
+        table = F.interpolate(table, size=(height, width), mode="bilinear", align_corners=False, antialias=True)
         return table.reshape(dim, height * width).t()
 
-    def forward(self, xy: torch.Tensor, group: torch.Tensor, group_sizes: torch.Tensor) -> torch.Tensor:
+    def forward(self, xy: torch.Tensor, group: torch.Tensor, group_sizes: torch.Tensor,
+                size: tuple[int, int] | None = None) -> torch.Tensor:
         """Position vectors of the tokens.
 
         Args:
             xy: (N, 2) integer (x, y) coordinates.
             group: (N,) group index of every token.
             group_sizes: (G, 2) the (height, width) each group resizes the table to.
+            size: (height, width) shared by every group, when the caller knows it (dense grids): one resize and no
+                look at ``group_sizes``' values (no host sync).
         Returns:
             (N, dim) float32.
         """
+        if size is not None:
+            return self.resized(*size)[xy[:, 0] * size[1] + xy[:, 1]]
         # One interpolation per distinct size (usually one for a whole batch), then a single gather.
         sizes, size_of_group = torch.unique(group_sizes, dim=0, return_inverse=True)
         sizes_list = sizes.tolist()

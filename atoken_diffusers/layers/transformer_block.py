@@ -1,70 +1,94 @@
-"""Pre-norm transformer block over packed tokens (the encoder and decoder of AToken share it).
+"""The project's one transformer block, and the loop that runs a stack of them.
 
-Encoder flavour: LayerNorm, biases, no QK-norm. Decoder flavour: RMSNorm, no biases, QK-norm. Both apply 4D RoPE to
-queries and keys (after QK-norm) and attend within the groups of an :class:`AttentionPlan`.
+Pre-norm: x + Attn(norm1 x); optionally x + CrossAttn(norm_cross x, context); x + MLP(norm2 x). Flavours, by flag:
+
+* tokenizer encoder: LayerNorm, biases; decoder: RMSNorm, no biases, QK-norm (4D RoPE from the context);
+* Gaussian decoder: RMSNorm, no biases, logit soft-cap, shifted-window groups;
+* autoregressive model: RMSNorm, QK-norm, causal, dense sequences with a key/value cache;
+* DiT and image-to-3D flows: adaLN-zero ``modulation`` (norms without affine parameters; shift, scale and gate of
+  both paths from a per-sample embedding, zero-initialised so every block starts as the identity); the flows add
+  cross-attention to image-condition tokens.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
 
-from .attention import AttentionPlan, varlen_attention
+from .attention_layer import Attention, AttentionContext
 from .mlp import FeedForward
-from .norms import QKNorm, make_norm
-from .rope import RotaryTables
-
-
-@dataclass(eq=False)
-class AttentionContext:
-    """What every self-attention layer of one forward pass shares: the groups, the rotary tables, the logit cap.
-
-    ``rope_k`` covers the key entries of ``plan`` (``rope_q`` when keys are the queries' own tokens); ``None``
-    tables mean no RoPE (e.g. the Gaussian decoder, which adds absolute positions instead). ``softcap`` caps
-    attention logits as cap * tanh(logits / cap).
-    """
-
-    plan: AttentionPlan
-    rope_q: RotaryTables | None = None
-    rope_k: RotaryTables | None = None
-    softcap: float | None = None
-
-
-class SelfAttention(nn.Module):
-    def __init__(self, dim: int, heads: int, bias: bool = True, qk_norm: bool = False):
-        super().__init__()
-        if dim % heads:
-            raise ValueError(f"dim ({dim}) must be divisible by heads ({heads}).")
-        self.heads, self.head_dim = heads, dim // heads
-        self.to_qkv = nn.Linear(dim, 3 * dim, bias=bias)
-        self.q_norm = QKNorm(heads, self.head_dim) if qk_norm else None
-        self.k_norm = QKNorm(heads, self.head_dim) if qk_norm else None
-        self.to_out = nn.Linear(dim, dim, bias=bias)
-
-    def forward(self, x: torch.Tensor, ctx: AttentionContext) -> torch.Tensor:
-        q, k, v = self.to_qkv(x).unflatten(-1, (3, self.heads, self.head_dim)).unbind(1)
-        if self.q_norm is not None:
-            q, k = self.q_norm(q), self.k_norm(k)
-        # Keys/values are gathered before RoPE: a cached key is rotated at its position inside the new tile.
-        k, v = ctx.plan.gather_keys(k), ctx.plan.gather_keys(v)
-        if ctx.rope_q is not None:
-            q, k = ctx.rope_q.rotate(q), ctx.rope_k.rotate(k)
-        out = varlen_attention(q, k, v, ctx.plan, softcap=ctx.softcap)
-        return self.to_out(out.flatten(1))
+from .norms import make_norm
 
 
 class TransformerBlock(nn.Module):
-    """x + Attn(norm1(x)), then x + MLP(norm2(x))."""
+    """Args:
+    dim, heads, mlp_dim: width, attention heads, MLP hidden size.
+    norm: ``"layer"`` (LayerNorm) or ``"rms"`` (RMSNorm), eps 1e-6.
+    bias: biases in every linear layer of the block.
+    qk_norm, causal, softcap: flags of the self-attention (and qk_norm of the cross-attention), see
+        :class:`~atoken_diffusers.layers.attention_layer.Attention`.
+    context_dim: add cross-attention to context tokens of this width (``None``: none).
+    modulation: adaLN-zero conditioning on a (B, dim) embedding passed to :meth:`forward`.
+    """
 
-    def __init__(self, dim: int, heads: int, mlp_dim: int, norm: str = "layer", bias: bool = True, qk_norm: bool = False):
+    def __init__(self, dim: int, heads: int, mlp_dim: int, norm: str = "layer", bias: bool = True,
+                 qk_norm: bool = False, causal: bool = False, softcap: float | None = None,
+                 context_dim: int | None = None, modulation: bool = False):
         super().__init__()
-        self.norm1 = make_norm(norm, dim)
-        self.attn = SelfAttention(dim, heads, bias=bias, qk_norm=qk_norm)
-        self.norm2 = make_norm(norm, dim)
+        self.norm1 = make_norm(norm, dim, affine=not modulation)
+        self.attn = Attention(dim, heads, bias=bias, qk_norm=qk_norm, causal=causal, softcap=softcap)
+        self.norm_cross = self.cross = None
+        if context_dim is not None:
+            self.norm_cross = make_norm(norm, dim)
+            self.cross = Attention(dim, heads, context_dim=context_dim, bias=bias, qk_norm=qk_norm)
+        self.norm2 = make_norm(norm, dim, affine=not modulation)
         self.mlp = FeedForward(dim, mlp_dim, bias=bias)
+        self.modulation = None
+        if modulation:
+            self.modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))
+            nn.init.zeros_(self.modulation[1].weight)
+            nn.init.zeros_(self.modulation[1].bias)
 
-    def forward(self, x: torch.Tensor, ctx: AttentionContext) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x), ctx)
-        return x + self.mlp(self.norm2(x))
+    def forward(self, x: torch.Tensor, ctx: AttentionContext, emb: torch.Tensor | None = None,
+                context: torch.Tensor | None = None) -> torch.Tensor:
+        """x: (N, dim) packed or (B, S, dim) dense tokens (as ``ctx`` says); emb: (B, dim) per-sample embedding
+        (modulated blocks); context: cross-attention tokens (see ``Attention.forward``). Returns x's shape."""
+        if self.modulation is None:
+            x = x + self.attn(self.norm1(x), ctx)
+            if self.cross is not None:
+                x = x + self.cross(self.norm_cross(x), ctx, context)
+            return x + self.mlp(self.norm2(x))
+        if emb is None:
+            raise ValueError("a modulated (adaLN) block needs emb, the (B, dim) conditioning embedding.")
+        shift1, scale1, gate1, shift2, scale2, gate2 = ctx.per_token(self.modulation(emb)).chunk(6, dim=-1)
+        x = x + gate1 * self.attn(self.norm1(x) * (1 + scale1) + shift1, ctx)
+        if self.cross is not None:
+            x = x + self.cross(self.norm_cross(x), ctx, context)
+        return x + gate2 * self.mlp(self.norm2(x) * (1 + scale2) + shift2)
+
+
+def checkpoint_function(model: nn.Module) -> Callable | None:
+    """The gradient-checkpointing function diffusers' ``enable_gradient_checkpointing`` installed on ``model``, or
+    ``None`` when checkpointing is off or gradients are not being recorded."""
+    if getattr(model, "gradient_checkpointing", False) and torch.is_grad_enabled():
+        return model._gradient_checkpointing_func
+    return None
+
+
+def run_blocks(blocks: nn.ModuleList, x: torch.Tensor, ctx: AttentionContext | Sequence[AttentionContext],
+               emb: torch.Tensor | None = None, context: torch.Tensor | None = None,
+               checkpoint: Callable | None = None) -> torch.Tensor:
+    """Run ``blocks`` in turn over x (shapes as :meth:`TransformerBlock.forward`).
+
+    Args:
+        ctx: one context for every block, or a sequence cycled over the blocks (e.g. unshifted / shifted windows on
+            even / odd blocks).
+        checkpoint: gradient-checkpointing function (see :func:`checkpoint_function`), or None.
+    """
+    contexts = [ctx] if isinstance(ctx, AttentionContext) else list(ctx)
+    for i, block in enumerate(blocks):
+        args = (x, contexts[i % len(contexts)], emb, context)
+        x = block(*args) if checkpoint is None else checkpoint(block, *args)
+    return x

@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..tokens.patchify import patchify
+
 _CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 _CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
@@ -23,7 +25,7 @@ def siglip2_patches(images: torch.Tensor, patch: int) -> dict[str, torch.Tensor]
     if h % patch or w % patch:
         raise ValueError(f"images of {h}x{w} are not a multiple of the SigLIP2 patch {patch}; resize first.")
     nh, nw = h // patch, w // patch
-    values = images.reshape(b, c, nh, patch, nw, patch).permute(0, 2, 4, 3, 5, 1).reshape(b, nh * nw, -1)
+    values = patchify(images[:, :, None], (1, patch, patch)).reshape(b, nh * nw, patch * patch * c)
     return dict(
         pixel_values=values,
         pixel_attention_mask=torch.ones(b, nh * nw, dtype=torch.long, device=images.device),

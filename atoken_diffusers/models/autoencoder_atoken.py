@@ -18,15 +18,17 @@ from torch import nn
 
 from ..layers.pooling_head import AttentionPoolingHead
 from ..layers.position_table import LearnedPositionTable
-from ..quantizers.fsq import FSQ, levels_for_codebook_size
+from ..quantizers.fsq import FSQ
 from ..tokens.patchify import grid_to_tokens, pad_to_patches, tokens_to_grid
 from ..tokens.sparse import SparseTokens
-from ..tokens.temporal_tiles import build_layout
+from ..tokens.temporal_tiles import build_layout, grid_layout
 from ..utils.validation import check_indices, check_latents, check_pixels, check_tokens
 from .decoder import ATokenDecoder
 from .encoder import ATokenEncoder
+from .inference_options import InferenceOptions
 from .presets import preset_config
-from .spatial_tiling import blend_tiles
+from .single_file import FromOriginalATokenMixin
+from .spatial_tiling import blend_tiles, time_chunked
 
 LATENT_PATCH = (1, 1, 1)
 
@@ -66,13 +68,16 @@ def _shifted(tokens: SparseTokens, offset: tuple[int, int]) -> SparseTokens:
     return SparseTokens(tokens.feats, coords)
 
 
-class AutoencoderAToken(ModelMixin, ConfigMixin, AutoencoderMixin, PeftAdapterMixin):
+class AutoencoderAToken(ModelMixin, ConfigMixin, AutoencoderMixin, PeftAdapterMixin, FromOriginalATokenMixin):
     r"""AToken: one transformer tokenizer for images, videos and 3D assets.
 
     Pixels in [-1, 1] are cut into 4 x 16 x 16 patches (images are the first frame of a 4-frame group whose other
     frames are zero), encoded by a SigLIP2-style transformer with 4D RoPE, projected to a Gaussian over
     ``latent_channels`` per token, and decoded by a second transformer back to patches. Latents are channel-first:
     (B, C, H/16, W/16) for images and (B, C, ceil(T/4), H/16, W/16) for videos.
+
+    Load converted weights with ``from_pretrained`` and the official ``.pt`` + ``.yaml`` pair with
+    ``from_single_file(pt, config=yaml)`` (``from_original`` is its earlier name).
 
     Args:
         latent_channels: channels per latent token (48 for So/C and So/D, 32 for stage 1).
@@ -81,7 +86,10 @@ class AutoencoderAToken(ModelMixin, ConfigMixin, AutoencoderMixin, PeftAdapterMi
         patch_size: (frames, height, width) of a patch.
         in_channels: pixel channels.
         pos_grid_size: side of the learned position table (16 -> 16 x 16 entries).
-        use_quantizer, fsq_codebook_size, fsq_num_codebooks: FSQ over the posterior mean (So/D: 4096 x 8).
+        use_quantizer, fsq_levels, fsq_codebook_size, fsq_num_codebooks: FSQ over the posterior mean (So/D: levels
+            [4] * 6, 4096 codes, 8 codebooks). Give the levels, the size (only sizes the suggested levels give
+            exactly, e.g. 4096 = 4^6 but not 1024) or neither (So/D's); the config then records both, and
+            ``fsq_codebook_size`` is always prod(fsq_levels).
         temporal_tile_frames: video frames per independent encoder tile (16).
         decode_stride_frames, decode_cache_frames: decoder tile stride and cross-tile key/value cache, in frames
             (16 and 0 by default; their sum must not exceed ``temporal_tile_frames``).
@@ -95,6 +103,11 @@ class AutoencoderAToken(ModelMixin, ConfigMixin, AutoencoderMixin, PeftAdapterMi
     _supports_gradient_checkpointing = True
     _no_split_modules = ["TransformerBlock", "AttentionPoolingHead"]
     _skip_layerwise_casting_patterns = ["pos_table", "norm"]
+    # Left unquantized by diffusers' quantizers (bitsandbytes, torchao, ...): the pixel <-> transformer boundaries
+    # (decoder.proj_out writes pixels, so its rounding lands on the image unaveraged; 8-bit there alone costs 8x the
+    # error of 8-bit everywhere else) and the 48-input latent projection. Full dotted paths on purpose: diffusers
+    # keeps a parameter in float32 only when an entry equals one component of its name, which these never do.
+    _keep_in_fp32_modules = ["encoder.proj_in", "decoder.proj_in", "decoder.proj_out"]
 
     @register_to_config
     def __init__(
@@ -112,8 +125,9 @@ class AutoencoderAToken(ModelMixin, ConfigMixin, AutoencoderMixin, PeftAdapterMi
         in_channels: int = 3,
         pos_grid_size: int = 16,
         use_quantizer: bool = False,
-        fsq_codebook_size: int = 4096,
+        fsq_codebook_size: int | None = None,
         fsq_num_codebooks: int = 8,
+        fsq_levels: list | None = None,
         temporal_tile_frames: int = 16,
         decode_stride_frames: int = 16,
         decode_cache_frames: int = 0,
@@ -140,13 +154,9 @@ class AutoencoderAToken(ModelMixin, ConfigMixin, AutoencoderMixin, PeftAdapterMi
         )
         self.quantizer = None
         if use_quantizer:
-            levels = levels_for_codebook_size(fsq_codebook_size)
-            if len(levels) * fsq_num_codebooks != latent_channels:
-                raise ValueError(
-                    f"FSQ with {fsq_num_codebooks} codebooks of {len(levels)} dims needs latent_channels = "
-                    f"{len(levels) * fsq_num_codebooks}; got {latent_channels}."
-                )
-            self.quantizer = FSQ(levels, fsq_num_codebooks)
+            self.quantizer = FSQ.for_latents(latent_channels, fsq_num_codebooks, fsq_codebook_size, fsq_levels)
+            # The config records the levels and the size they really give (see quantizers.fsq.resolve_levels).
+            self.register_to_config(fsq_levels=self.quantizer.level_list, fsq_codebook_size=self.quantizer.codebook_size)
         # Aliases that Wan-style pipelines read; they are derived, so a config that contradicts them is an error.
         derived = dict(z_dim=latent_channels, scale_factor_spatial=self.patch_size[1], scale_factor_temporal=self.patch_size[0])
         for key, value in derived.items():
@@ -156,11 +166,11 @@ class AutoencoderAToken(ModelMixin, ConfigMixin, AutoencoderMixin, PeftAdapterMi
         self.register_to_config(**derived)
         self.spatial_compression_ratio = self.patch_size[1]
         self.temporal_compression_ratio = self.patch_size[0]
-        self.use_slicing = False
-        self.use_tiling = False
-        self.tile_sample_min_size = tile_sample_min_size
-        self.tile_overlap_factor = tile_overlap_factor
-        self.set_decode_tiles(decode_stride_frames, decode_cache_frames)
+        self.inference_defaults = InferenceOptions(
+            tile_sample_min_size=tile_sample_min_size, tile_overlap_factor=tile_overlap_factor,
+            decode_stride_frames=decode_stride_frames, decode_cache_frames=decode_cache_frames,
+        )
+        self._check_options(self.inference_defaults)
         self.apply(_init_weights)
 
     @classmethod
@@ -168,41 +178,41 @@ class AutoencoderAToken(ModelMixin, ConfigMixin, AutoencoderMixin, PeftAdapterMi
         """A randomly initialised model of a named size: ``so-c``, ``so-d``, ``so-c-s1``, ``base`` or ``tiny``."""
         return cls(**preset_config(name, **overrides))
 
-    @classmethod
-    def from_original(cls, checkpoint, config, **kwargs) -> "AutoencoderAToken":
-        """Load an official ``.pt`` checkpoint with its ``.yaml`` config (see :mod:`atoken_diffusers.conversion`)."""
-        from ..conversion.original import load_original_autoencoder
-
-        return load_original_autoencoder(checkpoint, config, **kwargs)
-
     # ----------------------------------------------------------------------------------------------- settings
 
+    def _check_options(self, options: InferenceOptions) -> InferenceOptions:
+        return options.check(self.patch_size[1], self.patch_size[0], self.config.temporal_tile_frames)
+
+    def inference_options(self, **overrides) -> InferenceOptions:
+        """The options a call runs with: the model's defaults (:meth:`enable_tiling`, :meth:`enable_slicing`,
+        :meth:`set_decode_tiles`) with the non-None ``overrides`` (names of :class:`InferenceOptions`)."""
+        options = self.inference_defaults.replace(**overrides)
+        return options if options is self.inference_defaults else self._check_options(options)
+
+    def _set_defaults(self, **changes) -> None:
+        self.inference_defaults = self.inference_options(**changes)
+
+    # diffusers' switches, kept as properties of the defaults (AutoencoderMixin's enable_/disable_ methods set them).
+    use_tiling = property(lambda self: self.inference_defaults.tiling, lambda self, on: self._set_defaults(tiling=bool(on)))
+    use_slicing = property(lambda self: self.inference_defaults.slicing, lambda self, on: self._set_defaults(slicing=bool(on)))
+    tile_sample_min_size = property(lambda self: self.inference_defaults.tile_sample_min_size)
+    tile_overlap_factor = property(lambda self: self.inference_defaults.tile_overlap_factor)
+    decode_stride_frames = property(lambda self: self.inference_defaults.decode_stride_frames)
+    decode_cache_frames = property(lambda self: self.inference_defaults.decode_cache_frames)
+
     def enable_tiling(self, tile_sample_min_size: int | None = None, tile_overlap_factor: float | None = None) -> None:
-        """Encode/decode images (and video frames) larger than ``tile_sample_min_size`` pixels in overlapping
-        spatial tiles blended over ``tile_overlap_factor`` of a tile. Temporal tiles are always on for video."""
-        self.use_tiling = True
-        if tile_sample_min_size is not None:
-            if tile_sample_min_size < self.patch_size[1] or tile_sample_min_size % self.patch_size[1]:
-                raise ValueError(f"tile_sample_min_size must be a positive multiple of 16; got {tile_sample_min_size}.")
-            self.tile_sample_min_size = tile_sample_min_size
-        if tile_overlap_factor is not None:
-            if not 0 <= tile_overlap_factor < 1:
-                raise ValueError(f"tile_overlap_factor must be in [0, 1); got {tile_overlap_factor}.")
-            self.tile_overlap_factor = tile_overlap_factor
+        """By default, encode/decode images (and video frames) larger than ``tile_sample_min_size`` pixels in
+        overlapping spatial tiles blended over ``tile_overlap_factor`` of a tile. Temporal tiles are always on for
+        video. A single call can instead pass ``tiling=True`` (and the sizes) to encode/decode/forward."""
+        self._set_defaults(tiling=True, tile_sample_min_size=tile_sample_min_size,
+                           tile_overlap_factor=tile_overlap_factor)
 
     def set_decode_tiles(self, stride_frames: int = 16, cache_frames: int = 0) -> None:
         """Decode video in tiles of ``stride_frames`` frames, each also attending to the keys/values of the last
         ``cache_frames`` frames of the tile before (0 = independent tiles). Both are multiples of 4 with a sum of at
-        most ``temporal_tile_frames`` (16). The reference's default is 16 / 0; 12 / 4 smooths tile seams."""
-        self._check_decode_tiles(stride_frames, cache_frames)
-        self.decode_stride_frames, self.decode_cache_frames = stride_frames, cache_frames
-
-    def _check_decode_tiles(self, stride_frames: int, cache_frames: int) -> None:
-        pt, limit = self.patch_size[0], self.config.temporal_tile_frames
-        if stride_frames <= 0 or stride_frames % pt or cache_frames < 0 or cache_frames % pt:
-            raise ValueError(f"stride_frames ({stride_frames}) and cache_frames ({cache_frames}) must be multiples of {pt}, stride > 0.")
-        if stride_frames + cache_frames > limit:
-            raise ValueError(f"stride_frames + cache_frames must be <= {limit}; got {stride_frames} + {cache_frames}.")
+        most ``temporal_tile_frames`` (16). The reference's default is 16 / 0; 12 / 4 smooths tile seams. A single
+        call can pass ``decode_stride_frames`` / ``decode_cache_frames`` to decode/forward instead."""
+        self._set_defaults(decode_stride_frames=stride_frames, decode_cache_frames=cache_frames)
 
     # ------------------------------------------------------------------------------------ sparse entry points
 
@@ -211,7 +221,7 @@ class AutoencoderAToken(ModelMixin, ConfigMixin, AutoencoderMixin, PeftAdapterMi
 
     def _encode_hidden(self, tokens: SparseTokens, extent: tuple[int, int] | None = None):
         layout = build_layout(tokens.coords, stride=self._tile_latent_frames(), extent=extent)
-        hidden = self.encoder(tokens.feats[layout.order].to(self.dtype), layout)
+        hidden = self.encoder(layout.sort(tokens.feats).to(self.dtype), layout)
         return hidden, layout
 
     def encode_tokens(self, tokens: SparseTokens) -> SparseEncoderOutput:
@@ -222,9 +232,9 @@ class AutoencoderAToken(ModelMixin, ConfigMixin, AutoencoderMixin, PeftAdapterMi
         """
         check_tokens(tokens, self.encoder.proj_in.in_features, "tokens")
         hidden, layout = self._encode_hidden(tokens)
-        moments = self.to_moments(hidden)[layout.restore]
+        moments = layout.unsort(self.to_moments(hidden))
         embedding = F.normalize(self.encoder.embed(hidden, layout), dim=-1)
-        return SparseEncoderOutput(DiagonalGaussianDistribution(moments), hidden[layout.restore], embedding)
+        return SparseEncoderOutput(DiagonalGaussianDistribution(moments), layout.unsort(hidden), embedding)
 
     def decode_tokens(
         self,
@@ -239,13 +249,11 @@ class AutoencoderAToken(ModelMixin, ConfigMixin, AutoencoderMixin, PeftAdapterMi
         the position-table size (for spatial tiles of a larger latent).
         """
         check_tokens(latents, self.config.latent_channels, "latents")
-        stride = self.decode_stride_frames if stride_frames is None else stride_frames
-        cache = self.decode_cache_frames if cache_frames is None else cache_frames
-        self._check_decode_tiles(stride, cache)
-        pt = self.patch_size[0]
+        options = self.inference_options(decode_stride_frames=stride_frames, decode_cache_frames=cache_frames)
+        stride, cache, pt = options.decode_stride_frames, options.decode_cache_frames, self.patch_size[0]
         layout = build_layout(latents.coords, stride=stride // pt, cache=cache // pt, extent=extent)
-        patches = self.decoder(latents.feats[layout.order].to(self.dtype), layout)
-        return latents.replace(patches[layout.restore])
+        patches = self.decoder(layout.sort(latents.feats).to(self.dtype), layout)
+        return latents.replace(layout.unsort(patches))
 
     # ------------------------------------------------------------------------------------- dense entry points
 
@@ -253,104 +261,103 @@ class AutoencoderAToken(ModelMixin, ConfigMixin, AutoencoderMixin, PeftAdapterMi
         check_pixels(x, "x", self.config.in_channels)
         return (x[:, :, None], True) if x.ndim == 4 else (x, False)
 
-    def _per_sample(self, fn, x: torch.Tensor) -> torch.Tensor:
-        if self.use_slicing and x.shape[0] > 1:
+    @staticmethod
+    def _per_sample(fn, x: torch.Tensor, options: InferenceOptions) -> torch.Tensor:
+        if options.slicing and x.shape[0] > 1:
             return torch.cat([fn(part) for part in x.split(1)])
         return fn(x)
 
-    @staticmethod
-    def _time_chunked(fn, x: torch.Tensor, chunk: int | None) -> torch.Tensor:
-        """Run ``fn`` on consecutive chunks of ``chunk`` frames (dim 2), writing each result into one preallocated
-        output: temporal tiles are independent, so a long video costs the memory of one tile plus its output, like
-        the reference's tile-by-tile loop."""
-        if chunk is None or x.shape[2] <= chunk:
-            return fn(x)
-        out, start = None, 0
-        for part in x.split(chunk, dim=2):
-            y = fn(part)
-            if out is None:  # every chunk maps frames at the same rate (x4 for decode, /4 for encode)
-                out = y.new_empty(*y.shape[:2], -(-x.shape[2] * y.shape[2] // part.shape[2]), *y.shape[3:])
-            out[:, :, start : start + y.shape[2]] = y
-            start += y.shape[2]
-        return out[:, :, :start]
-
-    def _tile_cells(self) -> tuple[int, int]:
-        tile = self.tile_sample_min_size // self.patch_size[1]
-        return tile, int(tile * self.tile_overlap_factor)
-
-    def _encode_moments(self, clip: torch.Tensor) -> torch.Tensor:
+    def _encode_moments(self, clip: torch.Tensor, options: InferenceOptions) -> torch.Tensor:
         """(B, 3, T, H, W) padded pixels -> (B, 2C, t, h, w) moments."""
         s = self.patch_size[1]
-        tile, overlap = self._tile_cells()
-        if self.use_tiling and max(clip.shape[-2:]) > tile * s:
+        tile, overlap = options.tile_cells(s)
+        if options.tiling and max(clip.shape[-2:]) > tile * s:
             extent = (clip.shape[-2] // s, clip.shape[-1] // s)
             fn = lambda piece, offset: self._encode_moments_untiled(piece, offset, extent)  # noqa: E731
             return blend_tiles(fn, clip, tile, overlap, in_scale=s, out_scale=1)
         return self._encode_moments_untiled(clip)
 
     def _clip_hidden(self, clip: torch.Tensor, offset=(0, 0), extent=None):
-        """Padded (B, 3, T, H, W) pixels -> encoder hidden states (group order), their layout and token grid.
-        ``offset``/``extent`` place a spatial tile inside its whole image (latent cells)."""
+        """Padded (B, 3, T, H, W) pixels -> encoder hidden states (grid row order), their layout and token grid.
+        ``offset``/``extent`` place a spatial tile inside its whole image (latent cells). The layout comes from the
+        shape alone (:func:`grid_layout`), so dense encoding has no host sync and traces into one graph."""
         b, _, t, h, w = clip.shape
         grid = (b, t // self.patch_size[0], h // self.patch_size[1], w // self.patch_size[2])
-        tokens = _shifted(grid_to_tokens(clip.to(self.dtype), self.patch_size), offset)
-        hidden, layout = self._encode_hidden(tokens, extent)
-        return hidden, layout, grid
+        feats = grid_to_tokens(clip.to(self.dtype), self.patch_size).feats
+        layout = grid_layout(grid, self._tile_latent_frames(), offset, extent, device=clip.device)
+        return self.encoder(feats, layout), layout, grid
 
     def _encode_moments_untiled(self, clip: torch.Tensor, offset=(0, 0), extent=None) -> torch.Tensor:
-        hidden, layout, grid = self._clip_hidden(clip, offset, extent)
-        return tokens_to_grid(self.to_moments(hidden)[layout.restore], grid, LATENT_PATCH)
+        hidden, _, grid = self._clip_hidden(clip, offset, extent)
+        return tokens_to_grid(self.to_moments(hidden), grid, LATENT_PATCH)
 
     @apply_forward_hook
-    def encode(self, x: torch.Tensor, return_dict: bool = True) -> AutoencoderKLOutput | tuple:
+    def encode(self, x: torch.Tensor, return_dict: bool = True, **options) -> AutoencoderKLOutput | tuple:
         """Encode images (B, 3, H, W) or videos (B, 3, T, H, W) with values in [-1, 1].
 
         Sides that are not multiples of 16 are padded by repeating the border, frame counts that are not multiples
         of 4 with zero (grey) frames; :meth:`forward` crops the reconstruction back. A video of 4k + 1 frames gives
-        k + 1 latent frames, like Wan 2.2's VAE.
+        k + 1 latent frames, like Wan 2.2's VAE. ``options`` (``tiling``, ``tile_sample_min_size``,
+        ``tile_overlap_factor``, ``slicing``) override the model's defaults for this call only.
 
         Returns:
             ``AutoencoderKLOutput(latent_dist)`` over (B, C, ceil(H/16), ceil(W/16)) for images or
             (B, C, ceil(T/4), ceil(H/16), ceil(W/16)) for videos.
         """
-        clip, is_image = self._as_clip(x)
-        tile_frames = self.config.temporal_tile_frames
-        encode_chunk = lambda c: self._time_chunked(self._encode_moments, c, tile_frames)  # noqa: E731
-        moments = self._per_sample(encode_chunk, pad_to_patches(clip, self.patch_size))
-        if is_image:
-            moments = moments[:, :, 0]
-        posterior = DiagonalGaussianDistribution(moments)
+        posterior = self._encode(x, self.inference_options(**options))
         return AutoencoderKLOutput(latent_dist=posterior) if return_dict else (posterior,)
 
-    def _decode_clip(self, z: torch.Tensor) -> torch.Tensor:
-        """(B, C, t, h, w) latents -> (B, 3, 4t, 16h, 16w) pixels."""
-        tile, overlap = self._tile_cells()
-        if self.use_tiling and max(z.shape[-2:]) > tile:
-            fn = lambda piece, offset: self._decode_clip_untiled(piece, offset, tuple(z.shape[-2:]))  # noqa: E731
-            return blend_tiles(fn, z, tile, overlap, in_scale=1, out_scale=self.patch_size[1])
-        return self._decode_clip_untiled(z)
+    def _encode(self, x: torch.Tensor, opts: InferenceOptions) -> DiagonalGaussianDistribution:
+        clip, is_image = self._as_clip(x)
+        tile_frames = self.config.temporal_tile_frames
+        encode_chunk = lambda c: time_chunked(lambda p: self._encode_moments(p, opts), c, tile_frames)  # noqa: E731
+        moments = self._per_sample(encode_chunk, pad_to_patches(clip, self.patch_size), opts)
+        if is_image:
+            moments = moments[:, :, 0]
+        return DiagonalGaussianDistribution(moments)
 
-    def _decode_clip_untiled(self, z: torch.Tensor, offset=(0, 0), extent=None) -> torch.Tensor:
+    def _decode_clip(self, z: torch.Tensor, options: InferenceOptions) -> torch.Tensor:
+        """(B, C, t, h, w) latents -> (B, 3, 4t, 16h, 16w) pixels."""
+        tile, overlap = options.tile_cells(self.patch_size[1])
+        if options.tiling and max(z.shape[-2:]) > tile:
+            fn = lambda piece, offset: self._decode_clip_untiled(piece, options, offset, tuple(z.shape[-2:]))  # noqa: E731
+            return blend_tiles(fn, z, tile, overlap, in_scale=1, out_scale=self.patch_size[1])
+        return self._decode_clip_untiled(z, options)
+
+    def _decode_clip_untiled(self, z: torch.Tensor, options: InferenceOptions, offset=(0, 0), extent=None):
         b, _, t, h, w = z.shape
-        patches = self.decode_tokens(_shifted(grid_to_tokens(z, LATENT_PATCH), offset), extent=extent).feats
+        pt = self.patch_size[0]
+        if options.decode_cache_frames:  # tiles share keys/values: the general (sparse) layout
+            tokens = _shifted(grid_to_tokens(z, LATENT_PATCH), offset)
+            stride, cache = options.decode_stride_frames, options.decode_cache_frames
+            patches = self.decode_tokens(tokens, stride, cache, extent).feats
+        else:  # independent tiles: the layout from the shape alone (no host sync, one graph)
+            layout = grid_layout((b, t, h, w), options.decode_stride_frames // pt, offset, extent, device=z.device)
+            feats = grid_to_tokens(z, LATENT_PATCH).feats
+            patches = self.decoder(feats.to(self.dtype), layout)
         return tokens_to_grid(patches, (b, t, h, w), self.patch_size, channels=self.config.in_channels)
 
     @apply_forward_hook
-    def decode(self, z: torch.Tensor, return_dict: bool = True) -> DecoderOutput | tuple:
+    def decode(self, z: torch.Tensor, return_dict: bool = True, **options) -> DecoderOutput | tuple:
         """Decode latents (B, C, h, w) to images (B, 3, 16h, 16w), or (B, C, t, h, w) to videos (B, 3, 4t, 16h, 16w).
 
         Values are raw decoder outputs, nominally in [-1, 1] (not clamped). Sizes are the padded ones; crop to the
-        original size if the input was padded (``forward`` does).
+        original size if the input was padded (``forward`` does). ``options`` (``tiling``, ``tile_sample_min_size``,
+        ``tile_overlap_factor``, ``slicing``, ``decode_stride_frames``, ``decode_cache_frames``) override the
+        model's defaults for this call only.
         """
+        sample = self._decode(z, self.inference_options(**options))
+        return DecoderOutput(sample=sample) if return_dict else (sample,)
+
+    def _decode(self, z: torch.Tensor, opts: InferenceOptions) -> torch.Tensor:
         check_latents(z, self.config.latent_channels)
         is_image = z.ndim == 4
         # Without a cache, decoder tiles are independent: decode one tile at a time. With a cache every tile needs the
         # previous one's keys/values, so all tiles run in one pass.
-        chunk = None if self.decode_cache_frames else self.decode_stride_frames // self.patch_size[0]
-        decode_chunk = lambda c: self._time_chunked(self._decode_clip, c, chunk)  # noqa: E731
-        clip = self._per_sample(decode_chunk, z[:, :, None] if is_image else z)
-        sample = clip[:, :, 0] if is_image else clip
-        return DecoderOutput(sample=sample) if return_dict else (sample,)
+        chunk = None if opts.decode_cache_frames else opts.decode_stride_frames // self.patch_size[0]
+        decode_chunk = lambda c: time_chunked(lambda p: self._decode_clip(p, opts), c, chunk)  # noqa: E731
+        clip = self._per_sample(decode_chunk, z[:, :, None] if is_image else z, opts)
+        return clip[:, :, 0] if is_image else clip
 
     def forward(
         self,
@@ -358,14 +365,17 @@ class AutoencoderAToken(ModelMixin, ConfigMixin, AutoencoderMixin, PeftAdapterMi
         sample_posterior: bool = False,
         return_dict: bool = True,
         generator: torch.Generator | None = None,
+        **options,
     ) -> DecoderOutput | tuple:
         """Reconstruct ``sample`` (images or videos in [-1, 1]) at its own size. Decodes the posterior mean unless
-        ``sample_posterior``; models with an FSQ quantizer decode the quantised codes."""
-        posterior = self.encode(sample).latent_dist
+        ``sample_posterior``; models with an FSQ quantizer decode the quantised codes. ``options`` as in
+        :meth:`decode`, for this call only."""
+        opts = self.inference_options(**options)
+        posterior = self._encode(sample, opts)
         z = posterior.sample(generator=generator) if sample_posterior else posterior.mode()
         if self.quantizer is not None:
-            z = self.quantizer.quantize(z.movedim(1, -1))[0].movedim(-1, 1)
-        dec = self.decode(z).sample
+            z = self.quantizer.quantize_channels_first(z)[0]
+        dec = self._decode(z, opts)
         dec = dec[..., : sample.shape[-2], : sample.shape[-1]]
         if sample.ndim == 5:
             dec = dec[:, :, : sample.shape[2]]
@@ -386,13 +396,13 @@ class AutoencoderAToken(ModelMixin, ConfigMixin, AutoencoderMixin, PeftAdapterMi
         """Discrete FSQ indices of images (B, codebooks, h, w) or videos (B, codebooks, t, h, w), int64."""
         fsq = self._require_quantizer()
         mean = self.encode(x).latent_dist.mode()
-        return fsq.quantize(mean.movedim(1, -1))[1].movedim(-1, 1)
+        return fsq.quantize_channels_first(mean)[1]
 
     def detokenize(self, indices: torch.Tensor) -> torch.Tensor:
         """FSQ indices -> latents (B, C, h, w) / (B, C, t, h, w) to pass to :meth:`decode`."""
         fsq = self._require_quantizer()
         check_indices(indices, fsq.num_codebooks, fsq.codebook_size)
-        return fsq.indices_to_codes(indices.movedim(1, -1)).movedim(-1, 1).to(self.dtype)
+        return fsq.indices_to_codes_channels_first(indices).to(self.dtype)
 
     def _encode_dense_hidden(self, x: torch.Tensor):
         clip, is_image = self._as_clip(x)
@@ -410,5 +420,5 @@ class AutoencoderAToken(ModelMixin, ConfigMixin, AutoencoderMixin, PeftAdapterMi
         """Dense encoder features after the final LayerNorm, before the latent projection (what a multimodal LLM
         consumes): (B, encoder_dim, h, w) for images, (B, encoder_dim, t, h, w) for videos."""
         hidden, layout, grid, is_image = self._encode_dense_hidden(x)
-        feats = tokens_to_grid(hidden[layout.restore], grid, LATENT_PATCH)
+        feats = tokens_to_grid(hidden, grid, LATENT_PATCH)
         return feats[:, :, 0] if is_image else feats

@@ -18,4 +18,4 @@ class ATokenDecoder(TokenTransformer):
 
     def forward(self, latents: torch.Tensor, layout: TokenLayout) -> torch.Tensor:
         """(N, latent_channels) in group order -> (N, out_channels) patch vectors in group order."""
-        return self.proj_out(self.run_blocks(latents, layout))
+        return self.proj_out(self.hidden_states(latents, layout))

@@ -18,7 +18,7 @@ class ATokenEncoder(TokenTransformer):
 
     def forward(self, feats: torch.Tensor, layout: TokenLayout) -> torch.Tensor:
         """(N, in_channels) tokens in group order -> (N, dim) features after the final LayerNorm."""
-        return self.run_blocks(feats, layout)
+        return self.hidden_states(feats, layout)
 
     def embed(self, hidden: torch.Tensor, layout: TokenLayout) -> torch.Tensor:
         """Pooled (num_samples, dim) embedding of every sample over all of its tiles (not normalised)."""

@@ -40,7 +40,7 @@ def load_autoencoder(path: str | Path, config: str | Path | None = None, dtype: 
     elif p.is_file():
         if config is None:
             raise ValueError(f"{path} is a checkpoint file; also pass its YAML config (--config).")
-        model = AutoencoderAToken.from_original(p, config, torch_dtype=DTYPES[dtype])
+        model = AutoencoderAToken.from_single_file(p, config=config, torch_dtype=DTYPES[dtype])
     else:
         raise FileNotFoundError(f"{path} does not exist.")
     return model.to(pick_device(device)).eval()

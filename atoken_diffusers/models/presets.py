@@ -1,7 +1,7 @@
 """Named AToken configurations. Configs, not code, carry the sizes.
 
 * ``so-c``: So400m/16 encoder + decoder, 48-channel continuous latents (official ``atoken-soc``).
-* ``so-d``: the same with FSQ (8 codebooks x 4096 codes; official ``atoken-sod``).
+* ``so-d``: the same with FSQ (8 codebooks of levels [4] * 6 = 4096 codes; official ``atoken-sod``).
 * ``so-c-s1``: stage-1 checkpoint with 32 latent channels (official ``atoken-soc-s1``).
 * ``base``: the paper's Base variant (12 blocks, 768 wide, 12 heads).
 * ``small`` / ``small-d``: 6 + 6 blocks of width 192 (7.1M parameters), 48 latent channels (``small-d`` with FSQ,
@@ -22,6 +22,9 @@ _SMALL = dict(
     decoder_dim=192, decoder_depth=6, decoder_heads=3, decoder_mlp_dim=768,
 )
 
+# So/D's quantizer: 8 codebooks, each 6 dimensions of 4 levels (4^6 = 4096 codes); channels = 8 x 6 = 48.
+_FSQ_4096 = dict(use_quantizer=True, fsq_levels=(4, 4, 4, 4, 4, 4))
+
 _TINY = dict(
     encoder_dim=64, encoder_depth=2, encoder_heads=2, encoder_mlp_dim=128,
     decoder_dim=64, decoder_depth=2, decoder_heads=2, decoder_mlp_dim=128,
@@ -30,7 +33,7 @@ _TINY = dict(
 
 PRESETS: dict[str, dict] = {
     "so-c": dict(_SO400M, latent_channels=48),
-    "so-d": dict(_SO400M, latent_channels=48, use_quantizer=True, fsq_codebook_size=4096, fsq_num_codebooks=8),
+    "so-d": dict(_SO400M, **_FSQ_4096, latent_channels=48, fsq_num_codebooks=8),
     "so-c-s1": dict(_SO400M, latent_channels=32),
     "base": dict(
         encoder_dim=768, encoder_depth=12, encoder_heads=12, encoder_mlp_dim=3072,
@@ -38,9 +41,9 @@ PRESETS: dict[str, dict] = {
         latent_channels=48,
     ),
     "small": dict(_SMALL, latent_channels=48),
-    "small-d": dict(_SMALL, latent_channels=48, use_quantizer=True, fsq_codebook_size=4096, fsq_num_codebooks=8),
+    "small-d": dict(_SMALL, **_FSQ_4096, latent_channels=48, fsq_num_codebooks=8),
     "tiny": _TINY,
-    "tiny-d": dict(_TINY, use_quantizer=True, fsq_codebook_size=4096, fsq_num_codebooks=2),
+    "tiny-d": dict(_TINY, **_FSQ_4096, fsq_num_codebooks=2),
 }
 
 

@@ -1,6 +1,7 @@
-"""Spatial tiles with blended overlaps, for images and videos larger than the model should see at once.
+"""Tiles for inputs larger than the model should see at once: spatial tiles with blended overlaps, and temporal
+chunks for long videos (:func:`time_chunked`).
 
-One helper serves encode (pixels -> latents, 16x smaller) and decode (latents -> pixels, 16x larger): it works in
+One spatial helper serves encode (pixels -> latents, 16x smaller) and decode (latents -> pixels, 16x larger): it works in
 latent units, runs ``fn`` on overlapping tiles and averages the outputs with weights that ramp linearly over the
 overlap, so seams fade instead of showing.
 """
@@ -61,3 +62,19 @@ def blend_tiles(
             out[..., rows, cols] += piece * wt
             weight[rows, cols] += wt
     return (out / weight).to(x.dtype)
+
+
+def time_chunked(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, chunk: int | None) -> torch.Tensor:
+    """Run ``fn`` on consecutive chunks of ``chunk`` frames (dim 2 of (B, C, T, ...)), writing each result into one
+    preallocated output: temporal tiles are independent, so a long video costs the memory of one tile plus its
+    output, like the reference's tile-by-tile loop. ``chunk`` None (or >= T) runs ``fn`` once."""
+    if chunk is None or x.shape[2] <= chunk:
+        return fn(x)
+    out, start = None, 0
+    for part in x.split(chunk, dim=2):
+        y = fn(part)
+        if out is None:  # every chunk maps frames at the same rate (x4 for decode, /4 for encode)
+            out = y.new_empty(*y.shape[:2], -(-x.shape[2] * y.shape[2] // part.shape[2]), *y.shape[3:])
+        out[:, :, start : start + y.shape[2]] = y
+        start += y.shape[2]
+    return out[:, :, :start]

@@ -6,10 +6,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..layers.attention_layer import AttentionContext
 from ..layers.norms import make_norm
 from ..layers.position_table import LearnedPositionTable
 from ..layers.rope import RotaryTables
-from ..layers.transformer_block import AttentionContext, TransformerBlock
+from ..layers.transformer_block import TransformerBlock, checkpoint_function, run_blocks
 from ..tokens.temporal_tiles import TokenLayout
 
 
@@ -45,18 +46,13 @@ class TokenTransformer(nn.Module):
         self.gradient_checkpointing = False
         self.use_rope = True  # False turns the stack into a plain ViT (e.g. to compare with the SigLIP2 it came from)
 
-    def run_blocks(self, feats: torch.Tensor, layout: TokenLayout) -> torch.Tensor:
+    def hidden_states(self, feats: torch.Tensor, layout: TokenLayout) -> torch.Tensor:
         """(N, in_channels) tokens in group order -> (N, dim) normalised hidden states in group order."""
         xy = layout.positions[:, 1:3].long()
-        x = self.proj_in(feats) + self.pos_table(xy, layout.group, layout.group_sizes).to(feats.dtype)
+        x = self.proj_in(feats) + self.pos_table(xy, layout.group, layout.group_sizes, layout.table_size).to(feats.dtype)
         ctx = AttentionContext(layout.plan)
         if self.use_rope:
             ctx.rope_q = RotaryTables(layout.positions, self.head_dim)
             same = layout.key_positions is layout.positions
             ctx.rope_k = ctx.rope_q if same else RotaryTables(layout.key_positions, self.head_dim)
-        for block in self.blocks:
-            if self.gradient_checkpointing and torch.is_grad_enabled():
-                x = self._gradient_checkpointing_func(block, x, ctx)
-            else:
-                x = block(x, ctx)
-        return self.norm_out(x)
+        return self.norm_out(run_blocks(self.blocks, x, ctx, checkpoint=checkpoint_function(self)))

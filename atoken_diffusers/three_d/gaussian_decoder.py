@@ -19,10 +19,12 @@ from diffusers.models.modeling_utils import ModelMixin
 from diffusers.utils import BaseOutput
 from torch import nn
 
-from ..layers.attention import AttentionPlan
+from ..layers.attention_layer import AttentionContext
 from ..layers.norms import LayerNorm32
-from ..layers.transformer_block import AttentionContext, TransformerBlock
-from ..utils.validation import check_finite, check_tensor
+from ..layers.sincos import sincos_position_embedding
+from ..layers.transformer_block import TransformerBlock, checkpoint_function, run_blocks
+from ..layers.windows import window_partition
+from ..utils.validation import check_finite, check_tensor, check_voxel_coords
 
 # Raw values per Gaussian, in the order they are stored per voxel: xyz offset, DC colour, scaling, rotation, opacity.
 GAUSSIAN_ATTRIBUTES = {"xyz": 3, "features_dc": 3, "scaling": 3, "rotation": 4, "opacity": 1}
@@ -126,37 +128,14 @@ class ATokenGaussianDecoder(ModelMixin, ConfigMixin):
         self.register_to_config(lr=lr)
         self.proj_in = nn.Linear(latent_channels, model_channels, bias=False)
         self.blocks = nn.ModuleList(
-            TransformerBlock(model_channels, num_heads, mlp_channels, norm="rms", bias=False) for _ in range(num_blocks)
+            TransformerBlock(model_channels, num_heads, mlp_channels, norm="rms", bias=False, softcap=softcap)
+            for _ in range(num_blocks)
         )
         self.norm_out = LayerNorm32(model_channels, eps=1e-5, elementwise_affine=False)
         self.proj_out = nn.Linear(model_channels, num_gaussians * sum(GAUSSIAN_ATTRIBUTES.values()))
         # Stored in checkpoints (the official state dict has it) but computed here too, so a fresh model is complete.
         self.register_buffer("offset_perturbation", hammersley_offsets(num_gaussians, voxel_size))
         self.gradient_checkpointing = False
-
-    def position_embedding(self, xyz: torch.Tensor) -> torch.Tensor:
-        """(N, 3) integer voxel positions -> (N, model_channels) float32 embedding: per axis x, y, z the values
-        [sin(p * w_0..w_{f-1}), cos(p * w_0..w_{f-1})] with w_k = 10000^(-k/f), zero-padded to model_channels."""
-        freq_dim = self.config.model_channels // 3 // 2
-        # Built in float32 on every call rather than stored: a bf16 buffer would blur positions up to 63.
-        freqs = 1.0 / 10000 ** (torch.arange(freq_dim, device=xyz.device, dtype=torch.float32) / freq_dim)
-        angles = xyz.float()[..., None] * freqs  # (N, 3, f)
-        embedding = torch.cat([angles.sin(), angles.cos()], dim=-1).flatten(1)
-        return F.pad(embedding, (0, self.config.model_channels - embedding.shape[1]))
-
-    def window_partition(self, coords: torch.Tensor, shift: int) -> tuple[torch.Tensor, torch.Tensor, AttentionPlan]:
-        """Group voxels by (sample, floor((xyz + shift) / window_size)).
-
-        Returns ``order`` (N,) sorting the rows window after window, its inverse, and the plan of the sorted rows.
-        """
-        size = self.config.window_size
-        windows = (coords[:, 1:] + shift) // size  # (N, 3), each in [0, per_axis)
-        per_axis = (self.config.resolution + shift) // size + 1
-        key = ((coords[:, 0] * per_axis + windows[:, 0]) * per_axis + windows[:, 1]) * per_axis + windows[:, 2]
-        # Any order inside a window gives the same attention; stable sorting keeps runs reproducible.
-        order = torch.argsort(key, stable=True)
-        lengths = torch.unique_consecutive(key[order], return_counts=True)[1]
-        return order, torch.argsort(order), AttentionPlan(lengths)
 
     def forward(self, feats: torch.Tensor, coords: torch.Tensor) -> GaussianDecoderOutput:
         """Decode voxel features into Gaussians.
@@ -169,20 +148,17 @@ class ATokenGaussianDecoder(ModelMixin, ConfigMixin):
             :class:`GaussianDecoderOutput` (float32), rows in the input order (voxel-major for Gaussians).
         """
         self._check_inputs(feats, coords)
+        cfg = self.config
         coords = coords.long()
         dtype = self.proj_in.weight.dtype
-        h = self.proj_in(feats.to(dtype)) + self.position_embedding(coords[:, 1:]).to(dtype)
-        shifts = [self.config.window_size // 2 * (i % 2) for i in range(self.config.num_blocks)]
-        partitions = {shift: self.window_partition(coords, shift) for shift in set(shifts)}
-        for block, shift in zip(self.blocks, shifts):
-            order, inverse, plan = partitions[shift]
-            ctx = AttentionContext(plan, softcap=self.config.softcap)
-            x = h[order]
-            if self.gradient_checkpointing and torch.is_grad_enabled():
-                x = self._gradient_checkpointing_func(block, x, ctx)
-            else:
-                x = block(x, ctx)
-            h = x[inverse]
+        h = self.proj_in(feats.to(dtype)) + sincos_position_embedding(coords[:, 1:], cfg.model_channels).to(dtype)
+        # Even blocks attend within window^3 cubes, odd blocks within cubes shifted by half a window.
+        shifts = (0, cfg.window_size // 2) if cfg.num_blocks > 1 else (0,)
+        contexts = []
+        for shift in shifts:
+            order, inverse, plan = window_partition(coords[:, 0], coords[:, 1:], cfg.window_size, shift, cfg.resolution)
+            contexts.append(AttentionContext(plan, order=order, inverse=inverse))
+        h = run_blocks(self.blocks, h, contexts, checkpoint=checkpoint_function(self))
         raw = self.proj_out(self.norm_out(h)).float()  # Gaussian maths in float32 whatever the model dtype
         return self.to_gaussians(raw, coords)
 
@@ -222,17 +198,5 @@ class ATokenGaussianDecoder(ModelMixin, ConfigMixin):
             )
         if not feats.is_floating_point():
             raise TypeError(f"feats must be a float tensor; got {feats.dtype}.")
-        if coords.ndim != 2 or coords.shape[1] != 4:
-            xyz_only = coords.ndim == 2 and coords.shape[1] == 3
-            hint = " Prepend the batch index, e.g. F.pad(coords, (1, 0))." if xyz_only else ""
-            raise ValueError(f"coords must have shape (N, 4) as (batch, x, y, z); got {tuple(coords.shape)}.{hint}")
-        if coords.is_floating_point() or coords.dtype == torch.bool:
-            raise TypeError(f"coords must be an integer tensor; got {coords.dtype}.")
-        if coords.shape[0] != feats.shape[0]:
-            raise ValueError(f"coords has {coords.shape[0]} rows but feats has {feats.shape[0]}; one row per voxel.")
-        lo, hi = coords[:, 1:].min().item(), coords[:, 1:].max().item()
-        if lo < 0 or hi >= cfg.resolution:
-            raise ValueError(f"coords x, y, z must lie in [0, {cfg.resolution}) (resolution); got [{lo}, {hi}].")
-        if coords[:, 0].min().item() < 0:
-            raise ValueError("coords batch indices (column 0) must be >= 0.")
+        check_voxel_coords(coords, cfg.resolution, rows=feats.shape[0], rows_of="feats")
         check_finite(feats, "feats")

@@ -6,19 +6,20 @@
 * ``.splat``: antimatter15's compact 32-byte record (activated scale, RGBA and quaternion in uint8), sorted by
   descending ``volume * opacity`` so that progressive viewers draw the most important splats first.
 
-Both formats are read and written with numpy structured arrays; writes are atomic (temp file + ``os.replace``).
+Both formats are read and written with numpy structured arrays; writes are atomic (``utils.atomic``).
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from ..utils.atomic import write_atomically
 
 SH_C0 = 0.28209479177387814  # Y_0^0: displayed colour = 0.5 + SH_C0 * features_dc
 
@@ -129,7 +130,7 @@ class Gaussians:
             data[name] = column
         header = "\n".join(["ply", "format binary_little_endian 1.0", f"element vertex {n}",
                             *(f"property float {name}" for name in _PLY_PROPERTIES), "end_header"]) + "\n"
-        return _write_atomically(path, header.encode("ascii") + data.tobytes())
+        return write_atomically(path, header.encode("ascii") + data.tobytes())
 
     @classmethod
     def load_ply(cls, path: str | os.PathLike) -> Gaussians:
@@ -163,7 +164,7 @@ class Gaussians:
         data["position"], data["scale"] = xyz[order], scale[order]
         data["rgba"] = _to_uint8(np.concatenate([rgb, opacity], axis=1)[order] * 255.0)
         data["rotation"] = _to_uint8(rot[order] * 128.0 + 128.0)
-        return _write_atomically(path, data.tobytes())
+        return write_atomically(path, data.tobytes())
 
     @classmethod
     def load_splat(cls, path: str | os.PathLike) -> Gaussians:
@@ -227,18 +228,3 @@ def _from_numpy(**arrays: np.ndarray) -> Gaussians:
 def _to_uint8(values: np.ndarray) -> np.ndarray:
     """Round and clamp to [0, 255]: rounding halves the error of the truncation the reference converter uses."""
     return np.clip(np.rint(values), 0, 255).astype(np.uint8)
-
-
-def _write_atomically(path: str | os.PathLike, payload: bytes) -> Path:
-    """Write to a temp file in the target folder, then rename, so readers never see a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(payload)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path

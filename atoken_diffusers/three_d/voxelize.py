@@ -15,6 +15,8 @@ import os
 import torch
 from safetensors.torch import load_file, save_file
 
+from ..tokens.patchify import patchify
+from ..utils.atomic import write_atomically
 from .camera import Camera
 from .render_mesh import MeshRenders
 
@@ -29,30 +31,25 @@ def occupied_voxels(points: torch.Tensor, resolution: int = RESOLUTION) -> torch
 
 
 def patch_features(rgb: torch.Tensor, patch: int = PATCH) -> torch.Tensor:
-    """(V, 3, H, W) renders -> (V, patch*patch*3, H/patch, W/patch) patch vectors ordered (row, column, channel)."""
-    v, c, h, w = rgb.shape
-    return (
-        rgb.reshape(v, c, h // patch, patch, w // patch, patch)
-        .permute(0, 3, 5, 1, 2, 4)
-        .reshape(v, patch * patch * c, h // patch, w // patch)
-    )
+    """(V, 3, H, W) renders -> (V, H/patch, W/patch, patch*patch*3) patch vectors ordered (row, column, channel)."""
+    return patchify(rgb[:, :, None], (1, patch, patch))[:, 0]
 
 
 def voxel_features(coords: torch.Tensor, renders: MeshRenders, cameras: list[Camera],
                    resolution: int = RESOLUTION) -> torch.Tensor:
     """(N, 3) voxel indices -> (N, 768) features in [0, 1] from the nearest view's patch."""
-    feats = patch_features(renders.rgb)  # (V, 768, gh, gw)
+    feats = patch_features(renders.rgb)  # (V, gh, gw, 768)
     centers = (coords.float() + 0.5) / resolution - 0.5
     uv, depth = zip(*(cam.project(centers) for cam in cameras))
     uv, depth = torch.stack(uv), torch.stack(depth)  # (V, N, 2), (V, N)
     nearest = depth.argmin(0)
     rows = torch.arange(coords.shape[0])
     size = torch.tensor([cameras[0].width, cameras[0].height], dtype=torch.float32)
-    grid = torch.tensor([feats.shape[3], feats.shape[2]])
+    grid = torch.tensor([feats.shape[2], feats.shape[1]])
     cell = torch.round(uv[nearest, rows] / size * (grid - 1)).long()  # (N, 2) = (column, row)
     valid = ((cell >= 0) & (cell < grid)).all(1)
     cell = torch.minimum(cell.clamp(min=0), grid - 1)
-    out = feats[nearest, :, cell[:, 1], cell[:, 0]]  # (N, 768)
+    out = feats[nearest, cell[:, 1], cell[:, 0]]  # (N, 768)
     return out * valid[:, None]
 
 
@@ -61,11 +58,10 @@ def save_voxel_features(path: str | os.PathLike, coords: torch.Tensor, feats: to
     features come from 8-bit renders), atomically."""
     if coords.ndim != 2 or coords.shape[1] != 3 or feats.shape != (coords.shape[0], 768):
         raise ValueError(f"coords must be (N, 3) and feats (N, 768); got {tuple(coords.shape)} and {tuple(feats.shape)}.")
-    tmp = f"{os.fspath(path)}.tmp-{os.getpid()}"
-    save_file({"coords": coords.to(torch.uint8).contiguous(),
-               "feats": (feats.clamp(0, 1) * 255).round().to(torch.uint8).contiguous()}, tmp,
-              metadata={"format": "atoken-voxels", "resolution": str(RESOLUTION)})
-    os.replace(tmp, path)
+    tensors = {"coords": coords.to(torch.uint8).contiguous(),
+               "feats": (feats.clamp(0, 1) * 255).round().to(torch.uint8).contiguous()}
+    write_atomically(path, lambda tmp: save_file(tensors, tmp, metadata={"format": "atoken-voxels",
+                                                                        "resolution": str(RESOLUTION)}))
 
 
 def load_voxel_features(path: str | os.PathLike) -> tuple[torch.Tensor, torch.Tensor]:

@@ -26,19 +26,28 @@ def grid_coords(batch: int, t: int, h: int, w: int, device=None) -> torch.Tensor
     return torch.stack([b_, t_, x_, y_, zeros], dim=-1).reshape(-1, 5)
 
 
-def grid_to_tokens(x: torch.Tensor, patch: Sequence[int] = PATCH_SIZE) -> SparseTokens:
-    """Cut a dense (B, C, T, H, W) tensor into tokens; T, H, W must be multiples of ``patch``."""
+def patchify(x: torch.Tensor, patch: Sequence[int] = PATCH_SIZE) -> torch.Tensor:
+    """Cut a dense (B, C, T, H, W) tensor into patches: (B, T/pt, H/ph, W/pw, pt*ph*pw*C), every patch flattened in
+    the order (pt, ph, pw, c). T, H, W must be multiples of ``patch``. An image batch (B, C, H, W) is
+    ``patchify(x[:, :, None], (1, p, p))[:, 0]``, flattened (row, column, channel)."""
     b, c, t, h, w = x.shape
     pt, ph, pw = patch
     if t % pt or h % ph or w % pw:
-        raise ValueError(f"grid_to_tokens: size (T={t}, H={h}, W={w}) is not a multiple of the patch {tuple(patch)}.")
+        raise ValueError(f"patchify: size (T={t}, H={h}, W={w}) is not a multiple of the patch {tuple(patch)}; pad "
+                         "with pad_to_patches first.")
     nt, nh, nw = t // pt, h // ph, w // pw
-    feats = (
+    return (
         x.reshape(b, c, nt, pt, nh, ph, nw, pw)
         .permute(0, 2, 4, 6, 3, 5, 7, 1)  # b, t, x, y | pt, ph, pw, c
-        .reshape(b * nt * nh * nw, pt * ph * pw * c)
+        .reshape(b, nt, nh, nw, pt * ph * pw * c)
     )
-    return SparseTokens(feats, grid_coords(b, nt, nh, nw, device=x.device))
+
+
+def grid_to_tokens(x: torch.Tensor, patch: Sequence[int] = PATCH_SIZE) -> SparseTokens:
+    """Cut a dense (B, C, T, H, W) tensor into tokens (:func:`patchify`, in grid row order (b, t, x, y))."""
+    patches = patchify(x, patch)
+    b, nt, nh, nw, dim = patches.shape
+    return SparseTokens(patches.reshape(b * nt * nh * nw, dim), grid_coords(b, nt, nh, nw, device=x.device))
 
 
 def tokens_to_grid(

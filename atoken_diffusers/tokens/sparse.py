@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
+
 @dataclass
 class SparseTokens:
     """A packed set of tokens from one or more samples.

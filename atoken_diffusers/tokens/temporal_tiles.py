@@ -37,16 +37,60 @@ class TokenLayout:
         key_positions: (Nk, 4) positions of the key entries (``positions`` when there is no cache).
         plan: the self-attention plan.
         tokens_per_sample: (B,) token counts per sample (sorted tokens are also sample after sample).
+        table_size: (height, width) shared by all groups when known from shapes (dense grids), else None.
+        order/restore are None when the input rows are already in group order (dense grids).
     """
 
-    order: torch.Tensor
-    restore: torch.Tensor
+    order: torch.Tensor | None
+    restore: torch.Tensor | None
     group: torch.Tensor
     group_sizes: torch.Tensor
     positions: torch.Tensor
     key_positions: torch.Tensor
     plan: AttentionPlan
     tokens_per_sample: torch.Tensor
+    table_size: tuple[int, int] | None = None
+
+    def sort(self, rows: torch.Tensor) -> torch.Tensor:
+        """Input-order rows -> group order."""
+        return rows if self.order is None else rows[self.order]
+
+    def unsort(self, rows: torch.Tensor) -> torch.Tensor:
+        """Group-order rows -> input order."""
+        return rows if self.restore is None else rows[self.restore]
+
+
+def grid_layout(grid: tuple[int, int, int, int], stride: int = 4, offset: tuple[int, int] = (0, 0),
+                extent: tuple[int, int] | None = None, device=None) -> TokenLayout:
+    """The layout of a dense (B, t, h, w) token grid in row order (as :func:`~atoken_diffusers.tokens.patchify.
+    grid_to_tokens` makes it), without a key/value cache: equal to ``build_layout`` of its coordinates, computed
+    from the shape alone -- no look at tensor values, no host sync, one graph under ``torch.compile`` and
+    ``torch.export`` (sizes may be symbolic).
+
+    Args:
+        grid: (B, t, h, w) tokens.
+        stride: latent frames per temporal tile.
+        offset: (rows, cols) of this grid inside a larger image (a spatial tile); coordinates are shifted by it.
+        extent: (height, width) to resize the position table to (the whole image's, for a spatial tile); default
+            (h, w).
+    """
+    b, t, h, w = grid
+    if stride <= 0:
+        raise ValueError(f"stride must be a positive number of latent frames; got {stride}.")
+    tiles = [t] if t <= stride else [stride] * (t // stride) + ([t % stride] if t % stride else [])
+    plan = AttentionPlan.from_lengths([n * h * w for n in tiles] * b, device=device)
+    frames = torch.arange(t, device=device)
+    rows, cols = torch.arange(h, device=device) + offset[0], torch.arange(w, device=device) + offset[1]
+    shape = (b, t, h, w)
+    local_t = (frames % stride).view(1, t, 1, 1).expand(shape)
+    positions = torch.stack([local_t, rows.view(1, 1, h, 1).expand(shape), cols.view(1, 1, 1, w).expand(shape),
+                             torch.zeros(shape, dtype=frames.dtype, device=device)], dim=-1).reshape(-1, 4).float()
+    group = (torch.arange(b, device=device).view(b, 1) * len(tiles) + (frames // stride).view(1, t))
+    group = group.view(b, t, 1, 1).expand(shape).reshape(-1)
+    size = tuple(extent) if extent is not None else (h, w)
+    group_sizes = torch.tensor(size, device=device).expand(b * len(tiles), 2)
+    tokens_per_sample = torch.full((b,), t * h * w, device=device)
+    return TokenLayout(None, None, group, group_sizes, positions, positions, plan, tokens_per_sample, size)
 
 
 def build_layout(

@@ -1,5 +1,6 @@
-"""Checkpoints of a training run: written to a temporary folder and renamed when complete (a killed run never
-leaves a half-written checkpoint that resume would pick), the newest ``keep`` retained.
+"""Checkpoints of a training run: written to a temporary folder and renamed when complete
+(:mod:`..utils.atomic`; a killed run never leaves a half-written checkpoint that resume would pick), the newest
+``keep`` retained.
 
 A checkpoint holds what accelerate saves (model as safetensors, optimiser, RNG state of every process) plus
 ``training_state.pt`` (EMA, scheduler, step), which is read back with ``torch.load(weights_only=True)``: nothing in a
@@ -14,6 +15,8 @@ import shutil
 from pathlib import Path
 
 import torch
+
+from ..utils.atomic import publish_folder, remove_stale_temps, shared_temp_folder, write_atomically
 
 _NAME = re.compile(r"^checkpoint-(\d+)$")
 STATE_FILE = "training_state.pt"
@@ -43,18 +46,15 @@ def save_checkpoint(accelerator, run_dir: str | Path, step: int, training_state:
     """Save on every process (each writes its RNG state), publish atomically on the main process.
     ``training_state``: tensors, numbers, lists and dicts only (EMA, scheduler, progress state dicts)."""
     folder = Path(run_dir) / "checkpoints"
-    final, tmp = folder / f"checkpoint-{step:08d}", folder / f"checkpoint-{step:08d}.tmp"
-    if accelerator.is_main_process:
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
+    final = folder / f"checkpoint-{step:08d}"
+    tmp = shared_temp_folder(final, create=accelerator.is_main_process)
     accelerator.wait_for_everyone()
     accelerator.save_state(str(tmp), safe_serialization=True)
     if accelerator.is_main_process:
         torch.save(training_state, tmp / STATE_FILE)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        shutil.rmtree(final, ignore_errors=True)
-        tmp.rename(final)
+        publish_folder(tmp, final, overwrite=True)
         done = sorted(p for p in folder.glob("checkpoint-*") if _NAME.match(p.name))
         for old in done[:-keep] if keep > 0 else []:
             shutil.rmtree(old, ignore_errors=True)
@@ -78,9 +78,7 @@ def start_run(accelerator, run_dir: str | Path, config: dict, ema, scheduler, pr
     run_dir.mkdir(parents=True, exist_ok=True)
     if accelerator.is_main_process:
         clean_partial(run_dir)
-        tmp = run_dir / "config.json.tmp"
-        tmp.write_text(json.dumps(config, indent=1))
-        tmp.replace(run_dir / "config.json")
+        write_atomically(run_dir / "config.json", json.dumps(config, indent=1))
     accelerator.wait_for_everyone()
     resume = latest_checkpoint(run_dir)
     if resume is None:
@@ -121,6 +119,8 @@ def finish_step(accelerator, run_dir, run, scheduler, ema, params, progress, bar
 
 
 def clean_partial(run_dir: str | Path) -> None:
-    """Remove temporary folders a killed run left behind."""
-    for p in (Path(run_dir) / "checkpoints").glob("checkpoint-*.tmp"):
+    """Remove temporary folders a killed run left behind (also ``checkpoint-N.tmp``, the name before utils.atomic)."""
+    folder = Path(run_dir) / "checkpoints"
+    remove_stale_temps(folder)
+    for p in folder.glob("checkpoint-*.tmp"):
         shutil.rmtree(p, ignore_errors=True)

@@ -17,8 +17,8 @@ from ..three_d.voxelize import load_voxel_features
 from ..tokens.patchify import PATCH_SIZE, grid_to_tokens, pad_to_patches, tokens_to_grid
 from ..tokens.sparse import SparseTokens
 from ..tokens.voxels import VOXEL_FEATURES, voxels_to_tokens
-from .config import SourceConfig
 from ..utils.media_sets import captions_for, expand_paths
+from .config import SourceConfig
 
 MAX_CACHED_FRAMES = 256
 

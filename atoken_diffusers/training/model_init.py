@@ -10,7 +10,6 @@ from ..models.presets import preset_config
 from .config import ModelConfig
 from .siglip2_init import init_encoder_from_siglip2
 
-
 # Tensors that may grow between stages, and the axis that carries the latent channels (to_moments: [mean | logvar]).
 GROWABLE = {"to_moments.weight": 0, "decoder.proj_in.weight": 1}
 

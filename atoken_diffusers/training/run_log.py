@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..utils.atomic import write_atomically
+
 
 def _step(line: str) -> int | None:
     try:
@@ -18,9 +20,7 @@ def truncate_log(path: Path, step: int) -> None:
     any half-written line; the file is replaced atomically."""
     if path.is_file():
         kept = [line for line in path.read_text().splitlines() if (s := _step(line)) is not None and s <= step]
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text("".join(line + "\n" for line in kept))
-        tmp.replace(path)
+        write_atomically(path, "".join(line + "\n" for line in kept))
 
 
 def progress_bar(accelerator, total: int, initial: int):

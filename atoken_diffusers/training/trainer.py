@@ -16,16 +16,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..utils.atomic import save_atomically
 from ..tokens.sparse import SparseTokens
+from ..utils.atomic import save_atomically
 from .checkpoint import Progress, finish_step, start_run
 from .config import TrainConfig
-from .run_log import progress_bar
 from .data import make_batch, make_source
-from .loss_factory import build_loss, build_text_tower
 from .lora import add_lora
+from .loss_factory import build_loss, build_text_tower
 from .model_init import build_model
 from .optimization import make_optimizer, make_scheduler, task_cycle
+from .run_log import progress_bar
 
 
 class ReconstructionStep(nn.Module):

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
+
+from .atomic import write_atomically
 
 VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".gif"}
 
@@ -50,7 +51,8 @@ def load_image(path: str | os.PathLike) -> torch.Tensor:
 def save_image(x: torch.Tensor, path: str | os.PathLike) -> None:
     """Save a (3, H, W) or (1, 3, H, W) tensor in [-1, 1]; written to a temporary file, then renamed."""
     arr = to_uint8(x[0] if x.ndim == 4 else x)
-    _atomic(path, lambda tmp: Image.fromarray(arr).save(tmp, format=Image.registered_extensions().get(Path(path).suffix.lower(), "PNG")))
+    image_format = Image.registered_extensions().get(Path(path).suffix.lower(), "PNG")
+    write_atomically(path, lambda tmp: Image.fromarray(arr).save(tmp, format=image_format))
 
 
 def load_video(path: str | os.PathLike, max_frames: int | None = None) -> tuple[torch.Tensor, float]:
@@ -79,7 +81,7 @@ def save_video(x: torch.Tensor, path: str | os.PathLike, fps: float = 24.0) -> N
     h, w = frames.shape[1] // 2 * 2, frames.shape[2] // 2 * 2
 
     def write(tmp):
-        with av.open(tmp, mode="w", format="mp4") as container:
+        with av.open(str(tmp), mode="w", format="mp4") as container:
             stream = container.add_stream("libx264", rate=round(fps))
             stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
             stream.options = {"crf": "18"}
@@ -87,17 +89,4 @@ def save_video(x: torch.Tensor, path: str | os.PathLike, fps: float = 24.0) -> N
                 container.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(arr[:h, :w]), format="rgb24")))
             container.mux(stream.encode())
 
-    _atomic(path, write)
-
-
-def _atomic(path, write) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    write_atomically(path, write)

@@ -1,4 +1,10 @@
-"""Input checks shared by every public entry point. Each error names the argument and says how to fix it."""
+"""Input checks shared by every public entry point. Each error names the argument and says how to fix it.
+
+Shape, dtype and type checks always run (they cost nothing). Checks of tensor *values* (ranges, NaN/Inf, index
+bounds) need the values on the host: they run for CPU tensors in eager mode, and are skipped for accelerator tensors
+(where reading a value would stall the device every call) and while ``torch.compile`` / ``torch.export`` trace (where
+it would break the graph). :func:`values_checkable` says which.
+"""
 
 from __future__ import annotations
 
@@ -19,6 +25,13 @@ def check_tensor(x, name: str) -> torch.Tensor:
     return x
 
 
+def values_checkable(x: torch.Tensor) -> bool:
+    """True when checking ``x``'s values is free: a CPU tensor, outside torch.compile/torch.export tracing."""
+    if torch.compiler.is_compiling() or torch.compiler.is_exporting():
+        return False
+    return x.device.type == "cpu"
+
+
 def value_range(x: torch.Tensor) -> tuple[float, float]:
     """(min, max) in one pass without a temporary copy of ``x`` (NaN propagates into both)."""
     lo, hi = torch.aminmax(x.detach())
@@ -27,7 +40,7 @@ def value_range(x: torch.Tensor) -> tuple[float, float]:
 
 def check_finite(x: torch.Tensor, name: str, bounds: tuple[float, float] | None = None) -> None:
     """Raise if ``x`` holds NaN/Inf; ``bounds`` (min, max) from :func:`value_range` saves a pass over large inputs."""
-    if not x.is_floating_point():
+    if not x.is_floating_point() or (bounds is None and not values_checkable(x)):
         return
     lo, hi = bounds if bounds is not None else value_range(x)
     if not (math.isfinite(lo) and math.isfinite(hi)):
@@ -50,6 +63,8 @@ def check_pixels(x, name: str = "x", channels: int = 3) -> torch.Tensor:
     if x.shape[1] != channels:
         hint = " (channel-last input? use x.permute(0, 3, 1, 2))" if x.shape[-1] == channels else ""
         raise ValueError(f"{name} must have {channels} channels in dim 1; got shape {tuple(x.shape)}{hint}.")
+    if not values_checkable(x):
+        return x
     bounds = value_range(x)
     check_finite(x, name, bounds)
     peak = max(-bounds[0], bounds[1])
@@ -88,6 +103,8 @@ def check_indices(indices, num_codebooks: int, codebook_size: int, name: str = "
         raise ValueError(
             f"{name} must have shape (B, {num_codebooks}, h, w) or (B, {num_codebooks}, t, h, w); got {tuple(indices.shape)}."
         )
+    if not values_checkable(indices):
+        return indices
     lo, hi = indices.min().item(), indices.max().item()
     if lo < 0 or hi >= codebook_size:
         raise ValueError(f"{name} must lie in [0, {codebook_size}); got values in [{lo}, {hi}].")
@@ -115,3 +132,36 @@ def check_tokens(tokens, channels: int, name: str = "tokens", pos_limit: int | N
             f"{name}.coords sample indices (column b) must be 0..B-1 without gaps; got {present.tolist()[:8]}."
         )
     return tokens
+
+
+def check_voxel_coords(coords, resolution: int, rows: int | None = None, rows_of: str = "feats",
+                       batch: int | None = None, name: str = "coords") -> torch.Tensor:
+    """Validate (N, 4) integer voxel coordinates (batch, x, y, z) with x, y, z in [0, resolution).
+
+    Args:
+        rows: the number of rows ``coords`` must have (one per row of the tensor named ``rows_of``), if known.
+        batch: the number of samples, if known: batch indices must then lie in [0, batch); else only >= 0.
+    """
+    if not isinstance(coords, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor; got {type(coords).__name__}.")
+    if coords.ndim != 2 or coords.shape[1] != 4:
+        xyz_only = coords.ndim == 2 and coords.shape[1] == 3
+        hint = " Prepend the batch index, e.g. F.pad(coords, (1, 0))." if xyz_only else ""
+        raise ValueError(f"{name} must have shape (N, 4) as (batch, x, y, z); got {tuple(coords.shape)}.{hint}")
+    if coords.is_floating_point() or coords.dtype == torch.bool:
+        raise TypeError(f"{name} must be an integer tensor; got {coords.dtype}.")
+    if rows is not None and coords.shape[0] != rows:
+        raise ValueError(f"{name} has {coords.shape[0]} rows but {rows_of} has {rows}; one row per voxel.")
+    if coords.shape[0] == 0:
+        return coords
+    # One host read for all four bounds (this is input validation, before any model work).
+    lo, hi, first, last = torch.stack([coords[:, 1:].min(), coords[:, 1:].max(), coords[:, 0].min(),
+                                       coords[:, 0].max()]).tolist()
+    if lo < 0 or hi >= resolution:
+        raise ValueError(f"{name} x, y, z must lie in [0, {resolution}) (resolution); got [{lo}, {hi}].")
+    if batch is not None and (first < 0 or last >= batch):
+        raise ValueError(f"{name} batch indices must lie in [0, {batch}) (column 0, one index per sample); got "
+                         f"[{first}, {last}].")
+    if first < 0:
+        raise ValueError(f"{name} batch indices (column 0) must be >= 0; got {first}.")
+    return coords

@@ -55,9 +55,9 @@ class PCACodec:
         """Write the codec as safetensors (temp file + rename, so a reader never sees half a file)."""
         from safetensors.torch import save_file
 
-        from ..utils.media import _atomic
+        from ..utils.atomic import write_atomically
 
-        _atomic(path, lambda tmp: save_file({"mean": self.mean.contiguous(), "basis": self.basis.contiguous()}, tmp,
+        write_atomically(path, lambda tmp: save_file({"mean": self.mean.contiguous(), "basis": self.basis.contiguous()}, tmp,
                                             metadata={"frames": str(self.frames), "scale": repr(self.scale)}))
         return Path(path)
 

@@ -30,14 +30,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..utils.atomic import save_atomically, write_atomically
 from . import DEFAULT_DISCRETE_DIR, DEFAULT_GS_DECODER_DIR, DEFAULT_MODEL_DIR, WEIGHTS_DIR
+from .curriculum import CONTINUOUS_STAGE, STAGES
 
-# The curriculum stages the build runs. Stage 1 (images, from the linear context codec) is the shipped continuous
-# model: in this CPU budget the video and 3D stages (embedded_stage2/3, kept for longer runs) lowered the held-out
-# figures (measured: clip 46.0 -> 42.1 dB, photographs -0.35 dB), while stage 1 already codes clips (each 4-frame
-# group from its first frame, neighbours included) and voxel features. Stage 4 is the FSQ fine-tune.
-STAGES = (1, 4)
-CONTINUOUS_STAGE = 1
 TRAIN_MESHES = [("gradio:models3d", n) for n in ("Bunny.obj", "face.obj", "Fox.gltf", "sofia.stl")] + \
                [("pyvista", n) for n in ("airplane.ply", "ant.ply", "nut.ply")]
 # 8 Gaussians per voxel start at about half a voxel (1/64) wide and half opaque, so a fresh decoder already covers
@@ -66,9 +62,9 @@ def ensure_photographs() -> None:
 
 def fit_baselines(run_dir: Path) -> Path:
     """Fit PCA-48 on the stage-1 photographs and the stage-2 clips (once); copies go to ``weights/baseline/``."""
+    from ..models.presets import preset_config
     from ..training.config import TrainConfig
     from ..utils.media_sets import expand_paths
-    from ..models.presets import preset_config
     from .baseline import PCACodec, sample_image_patches, sample_video_patches, sample_views
     from .evaluate import IMAGE_PCA, VIDEO_PCA
 
@@ -83,12 +79,11 @@ def fit_baselines(run_dir: Path) -> Path:
         from safetensors.torch import save_file
 
         from ..training.context_init import fit_context_decoder
-        from ..utils.media import _atomic
 
         preset = preset_config(stage1.model.preset, **stage1.model.overrides)
         head_dim = preset["decoder_dim"] // preset["decoder_heads"]
         fit = fit_context_decoder(PCACodec.load(image_pca), sample_views(photos, 3, seed=1), head_dim)
-        _atomic(context, lambda tmp: save_file(fit, tmp))
+        write_atomically(context, lambda tmp: save_file(fit, tmp))
     video_pca = run_dir / "pca-48-video.safetensors"
     if not video_pca.is_file():
         src = TrainConfig.from_yaml("embedded_stage2").tasks["video"].source
@@ -118,12 +113,12 @@ def pack_meshes(out: Path) -> list[Path]:
 def prepare_fsq_init(run_dir: Path, samples: int = 48, seed: int = 0) -> Path:
     """The continuous stage copied into an FSQ model with its latent re-coded for 4-level FSQ, from the features of
     ``samples`` training batches (images and clips); written to ``run_dir/stage4-init`` with a summary."""
-    from ..utils.atomic import save_atomically
     from ..models.autoencoder_atoken import AutoencoderAToken
     from ..models.presets import preset_config
     from ..training.config import TrainConfig
     from ..training.data import make_batch, make_source
     from ..training.fsq_init import recode_for_fsq
+    from ..utils.atomic import atomic_folder
 
     out = run_dir / "stage4-init"
     if (out / "config.json").is_file():
@@ -139,8 +134,9 @@ def prepare_fsq_init(run_dir: Path, samples: int = 48, seed: int = 0) -> Path:
             feats.append(continuous.encode_tokens(batch.tokens).features)
     fsq = AutoencoderAToken(**preset_config(cfg.model.preset, **cfg.model.overrides)).eval()
     summary = recode_for_fsq(fsq, continuous, torch.cat(feats))
-    save_atomically(fsq, out, overwrite=True)
-    (out / "recode.json").write_text(json.dumps(summary) + "\n")
+    with atomic_folder(out, overwrite=True) as tmp:  # the summary is part of the folder the check above looks for
+        fsq.save_pretrained(tmp, safe_serialization=True)
+        (tmp / "recode.json").write_text(json.dumps(summary) + "\n")
     print("FSQ re-coding:", json.dumps(summary), flush=True)
     return out
 
@@ -171,7 +167,7 @@ def train_stages(run_dir: Path, launcher: list[str]) -> None:
 def fit_gs_decoder(run_dir: Path, steps: int) -> Path:
     """Fit the Gaussian decoder on the training meshes (resumable); returns its ``final/`` folder."""
     from ..three_d.gaussian_decoder import ATokenGaussianDecoder
-    from ..training.gaussian_decoder import fit_gaussian_decoder, prepare_asset
+    from ..training.fit_gaussian_decoder import fit_gaussian_decoder, prepare_asset
     from ..utils.media_sets import bundled_folder
 
     final = run_dir / "gs" / "final"
@@ -188,7 +184,6 @@ def export(run_dir: Path) -> None:
     """Copy the continuous stage and the Gaussian decoder (bf16) and stage 4 (FSQ, float32: its channels sit at
     fixed offsets from the FSQ cell boundaries, which bf16 rounding moves: 22.6 -> 14.9 dB, measured) into the
     package, atomically."""
-    from ..utils.atomic import save_atomically
     from ..models.autoencoder_atoken import AutoencoderAToken
     from ..three_d.gaussian_decoder import ATokenGaussianDecoder
 
@@ -217,7 +212,7 @@ def main(argv=None) -> None:
     from .evaluate import evaluate_all
 
     report = evaluate_all(DEFAULT_MODEL_DIR, DEFAULT_DISCRETE_DIR, DEFAULT_GS_DECODER_DIR)
-    (WEIGHTS_DIR / "metrics.json").write_text(json.dumps(report, indent=1) + "\n")
+    write_atomically(WEIGHTS_DIR / "metrics.json", json.dumps(report, indent=1) + "\n")
     print(json.dumps(report, indent=1))
     from .model_card import write_card
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from ..utils.atomic import write_atomically
 from ..utils.media import load_image, load_video, resize_centre_crop
 from ..utils.media_sets import bundled_folder
 from ..utils.metrics import psnr, ssim
@@ -157,7 +158,7 @@ def main(argv=None) -> dict:
     print(text)
     print(image_table(report))
     if args.json:
-        Path(args.json).write_text(text + "\n")
+        write_atomically(args.json, text + "\n")
     return report
 
 

@@ -7,7 +7,9 @@ import argparse
 import json
 from pathlib import Path
 
+from ..utils.atomic import write_atomically
 from . import WEIGHTS_DIR
+from .curriculum import STAGE_DESCRIPTIONS, STAGES
 
 CARD = """# atoken-small v2 (embedded default of atoken-diffusers)
 
@@ -106,11 +108,8 @@ def _size(folder: Path) -> str:
 
 
 def _stages(run_dir: Path) -> tuple[str, float]:
-    from .build import STAGES
-
     rows, seconds = [], 0.0
-    names = {1: "images, from the linear context codec", 2: "+ video", 3: "+ 3D voxels", 4: "FSQ fine-tune"}
-    for k, what in ((k, names[k]) for k in STAGES):
+    for k, what in ((k, STAGE_DESCRIPTIONS[k]) for k in STAGES):
         cfg = json.loads((run_dir / f"stage{k}" / "config.json").read_text())
         tasks = ", ".join(f"{name} x{task['batch_size']}" for name, task in cfg["tasks"].items())
         rows.append(f"{k}. {what}: {cfg['run']['max_steps']} steps ({tasks} per step, round robin), "
@@ -144,9 +143,7 @@ def write_card(run_dir: str | Path = "runs/embedded", gs_steps: int = 400, minut
         minutes=round(minutes if minutes is not None else seconds / 60),
         gs_minutes=round(float(gs_seconds.read_text()) / 60) if gs_seconds.is_file() else "a few",
         n_images=len(expand_paths(src.paths, "images", src.exclude)))
-    path = WEIGHTS_DIR / "MODEL_CARD.md"
-    path.write_text(text)
-    return path
+    return write_atomically(WEIGHTS_DIR / "MODEL_CARD.md", text)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from ...utils.atomic import atomic_path, remove_stale_temps, write_atomically
 from ...utils.media_sets import captions_for
 from .image_folder import check_resolution, load_batch, scan_labelled
 from .shards import FORMAT, MANIFEST
@@ -109,16 +110,13 @@ def _prepare_out(out: Path, plan: dict, overwrite: bool, is_main: bool) -> None:
         for p in list(out.glob("images-*.safetensors")) + list(out.glob("videos-*.safetensors")) + [out / MANIFEST]:
             p.unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
-    for tmp in out.glob(".*.tmp*"):
-        tmp.unlink(missing_ok=True)
+    remove_stale_temps(out)
     if old is None or old.get("id") != plan["id"]:
         _write_json(out / PLAN, plan)
 
 
 def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=1) + "\n")
-    os.replace(tmp, path)
+    write_atomically(path, json.dumps(data, indent=1) + "\n")
 
 
 class ShardEncoder:
@@ -154,12 +152,11 @@ class ShardEncoder:
             tensors["indices"] = tensors["indices"].to(small)
         tensors["labels"] = torch.tensor(labels, dtype=torch.long)
         final = self.out / shard_name(kind, i)
-        tmp = self.out / f".{final.name}.tmp-{os.getpid()}"
         meta = {"plan": self.plan["id"], "kind": kind, "shard": str(i), "count": str(len(files))}
-        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=meta)
-        while pause:  # test hook: wait here, with a half-finished shard on disk, to be killed
-            time.sleep(0.05)
-        os.replace(tmp, final)
+        with atomic_path(final) as tmp:
+            save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=meta)
+            while pause:  # test hook: wait here, with a half-finished shard on disk, to be killed
+                time.sleep(0.05)
         return final
 
 

@@ -15,9 +15,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ...utils.media_sets import EXTS, expand_paths
 from ...utils.media import load_video, resize_centre_crop, to_tensor
-from ..inputs import PATCH
+from ...utils.media_sets import EXTS, expand_paths
+from ..inputs import check_multiple
+from ..video.geometry import SPATIAL
 
 
 @dataclass
@@ -27,12 +28,10 @@ class LabelledFiles:
     classes: list[str] = field(default_factory=list)
 
 
-def check_resolution(resolution: int, name: str = "--resolution") -> int:
-    if not isinstance(resolution, int) or resolution < PATCH or resolution % PATCH:
-        lo = max(PATCH, int(resolution) // PATCH * PATCH)
-        raise ValueError(f"{name} {resolution} is not a positive multiple of {PATCH} (AToken's patch size); use "
-                         f"{lo} or {lo + PATCH}.")
-    return resolution
+def check_resolution(resolution: int, name: str = "--resolution", factor: int = SPATIAL) -> int:
+    """``resolution`` (pixels) must be a positive multiple of ``factor``, the VAE's spatial compression
+    (``vae.spatial_compression_ratio``; AToken's 16 by default)."""
+    return check_multiple(resolution, name, factor, "AToken's patch size")
 
 
 def list_media(paths, kind: str = "images") -> list[Path]:

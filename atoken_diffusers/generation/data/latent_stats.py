@@ -14,6 +14,8 @@ from typing import Iterable
 
 import torch
 
+from ...utils.atomic import write_atomically
+
 
 class RunningMoments:
     """Per-channel mean and standard deviation accumulated in float64 over batches of (B, C, ...) latents."""
@@ -116,7 +118,4 @@ def write_latent_stats(model_dir: str | os.PathLike, mean: torch.Tensor, std: to
                          f"{channels}; compute them with this model.")
     config["latents_mean"] = [round(float(v), 7) for v in mean]
     config["latents_std"] = [round(float(v), 7) for v in std]
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
-    return path
+    return write_atomically(path, json.dumps(config, indent=2, sort_keys=True) + "\n")

@@ -17,10 +17,12 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
+from ...layers.attention_layer import AttentionContext
+from ...layers.kv_cache import KVCache
 from ...layers.norms import RMSNorm32
 from ...layers.position_table import LearnedPositionTable
 from ...layers.rope import RotaryTables
-from ..causal import CausalBlock, KVCache, run_blocks
+from ...layers.transformer_block import TransformerBlock, checkpoint_function, run_blocks
 from .dit import grid_positions
 
 AR_PRESETS = {
@@ -28,6 +30,11 @@ AR_PRESETS = {
     "B": dict(hidden_size=768, num_layers=12, num_heads=12, head_hidden_size=512, head_layers=2, head_heads=8),
     "L": dict(hidden_size=1024, num_layers=24, num_heads=16, head_hidden_size=768, head_layers=3, head_heads=12),
 }
+
+
+def _causal_block(dim: int, heads: int, mlp_ratio: float) -> TransformerBlock:
+    """Pre-norm RMSNorm block with QK-norm and causal self-attention."""
+    return TransformerBlock(dim, heads, int(dim * mlp_ratio), norm="rms", qk_norm=True, causal=True)
 
 
 class ATokenARTransformer(ModelMixin, ConfigMixin):
@@ -46,7 +53,7 @@ class ATokenARTransformer(ModelMixin, ConfigMixin):
     """
 
     _supports_gradient_checkpointing = True
-    _no_split_modules = ["CausalBlock"]
+    _no_split_modules = ["TransformerBlock"]
 
     @register_to_config
     def __init__(
@@ -79,15 +86,14 @@ class ATokenARTransformer(ModelMixin, ConfigMixin):
         self.token_embed = nn.Embedding(k * v, hidden_size)
         self.class_embed = nn.Embedding(num_classes + 1, hidden_size)
         self.pos_table = LearnedPositionTable(hidden_size, grid=sample_size)
-        self.blocks = nn.ModuleList(
-            CausalBlock(hidden_size, num_heads, int(hidden_size * mlp_ratio)) for _ in range(num_layers))
+        self.blocks = nn.ModuleList(_causal_block(hidden_size, num_heads, mlp_ratio) for _ in range(num_layers))
         self.norm = RMSNorm32(hidden_size)
         # Head: step k input = project(h_j) + step embedding k + embedding of index k - 1 of the same position.
         self.head_in = nn.Linear(hidden_size, head_hidden_size)
         self.head_step = nn.Parameter(torch.zeros(k, head_hidden_size))
         self.head_token_embed = nn.Embedding(k * v, head_hidden_size)
         self.head_blocks = nn.ModuleList(
-            CausalBlock(head_hidden_size, head_heads, int(head_hidden_size * mlp_ratio)) for _ in range(head_layers))
+            _causal_block(head_hidden_size, head_heads, mlp_ratio) for _ in range(head_layers))
         self.head_norm = RMSNorm32(head_hidden_size)
         self.head_out = nn.Parameter(torch.zeros(k, head_hidden_size, v))  # one output projection per codebook
         self.head_bias = nn.Parameter(torch.zeros(k, v))
@@ -143,22 +149,19 @@ class ATokenARTransformer(ModelMixin, ConfigMixin):
         pos, rope = self._positions(h, w, 0, h * w, indices.device)
         x = torch.cat([self.class_embed(class_labels)[:, None], self._embed_tokens(seq[:, :-1])], dim=1)
         x = x + pos.to(x.dtype)
-        ckpt = self._gradient_checkpointing_func if torch.is_grad_enabled() and self.gradient_checkpointing else None
-        hid = self.norm(run_blocks(self.blocks, x, rope, checkpoint_fn=ckpt))  # (B, L, D)
-        head = run_blocks(self.head_blocks, self._head_inputs(hid.flatten(0, 1), seq.flatten(0, 1)),
-                          checkpoint_fn=ckpt)
+        ckpt = checkpoint_function(self)
+        hid = self.norm(run_blocks(self.blocks, x, AttentionContext(rope_q=rope, rope_k=rope), checkpoint=ckpt))
+        head_in = self._head_inputs(hid.flatten(0, 1), seq.flatten(0, 1))  # (B * L, K, head_hidden)
+        head = run_blocks(self.head_blocks, head_in, AttentionContext(), checkpoint=ckpt)
         logits = self._head_logits(head, slice(None))  # (B*L, K, V)
         return logits.view(b, h, w, k, -1).permute(0, 3, 1, 2, 4)
 
     # ------------------------------------------------------------------------------------------------ decoding
 
     def new_caches(self, batch: int, positions: int) -> tuple[KVCache, KVCache]:
-        """Empty key/value caches of the backbone (``positions`` long) and of the head (K long)."""
-        cfg, dev, dt = self.config, self.device, self.dtype
-        backbone = KVCache(cfg.num_layers, batch, cfg.num_heads, self.head_dim, positions, dev, dt)
-        head = KVCache(cfg.head_layers, batch, cfg.head_heads, cfg.head_hidden_size // cfg.head_heads,
-                       cfg.num_codebooks, dev, dt)
-        return backbone, head
+        """Empty key/value caches, for ``batch`` sequences, of the backbone (``positions`` long) and of the head (K
+        long)."""
+        return KVCache(positions, batch), KVCache(self.config.num_codebooks, batch)
 
     def step_backbone(self, cache: KVCache, grid: tuple[int, int], class_labels: torch.Tensor | None = None,
                       prev_indices: torch.Tensor | None = None) -> torch.Tensor:
@@ -176,7 +179,7 @@ class ATokenARTransformer(ModelMixin, ConfigMixin):
         x = self.class_embed(class_labels) if j == 0 else self._embed_tokens(prev_indices)
         pos, rope = self._positions(*grid, j, j + 1, x.device)
         x = (x + pos.to(x.dtype))[:, None]
-        return self.norm(run_blocks(self.blocks, x, rope, cache))[:, 0]
+        return self.norm(run_blocks(self.blocks, x, AttentionContext(rope_q=rope, rope_k=rope, cache=cache)))[:, 0]
 
     def step_head(self, cache: KVCache, h: torch.Tensor, prev_index: torch.Tensor | None = None) -> torch.Tensor:
         """Advance the head by one codebook.
@@ -192,5 +195,5 @@ class ATokenARTransformer(ModelMixin, ConfigMixin):
         x = self.head_in(h) + self.head_step[k]
         if k > 0:
             x = x + self.head_token_embed(prev_index + self.offsets[k - 1])
-        out = run_blocks(self.head_blocks, x[:, None], None, cache)
+        out = run_blocks(self.head_blocks, x[:, None], AttentionContext(cache=cache))
         return self._head_logits(out, slice(k, k + 1))[:, 0]

@@ -16,12 +16,11 @@ from diffusers.models.modeling_outputs import Transformer2DModelOutput
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
-from ...layers.attention import AttentionPlan
-from ...layers.mlp import FeedForward
+from ...layers.attention_layer import AttentionContext
 from ...layers.norms import LayerNorm32
 from ...layers.position_table import LearnedPositionTable
 from ...layers.rope import RotaryTables
-from ...layers.transformer_block import AttentionContext, SelfAttention
+from ...layers.transformer_block import TransformerBlock, checkpoint_function, run_blocks
 
 # hidden size, layers, heads of the usual DiT sizes; "tiny" is for tests and CPU smoke runs.
 DIT_PRESETS = {
@@ -39,33 +38,6 @@ def grid_positions(height: int, width: int, device=None) -> torch.Tensor:
     cols = torch.arange(width, device=device).repeat(height)
     zeros = torch.zeros_like(rows)
     return torch.stack([zeros, rows, cols, zeros], dim=1)
-
-
-def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """x (B, L, D) * (1 + scale) + shift, with shift/scale (B, D) broadcast over tokens."""
-    return x * (1 + scale[:, None]) + shift[:, None]
-
-
-class DiTBlock(nn.Module):
-    """adaLN-zero block: x + gate * Attn(modulate(norm(x))), then the same for the MLP. The modulation projection
-    starts at zero, so every block starts as the identity."""
-
-    def __init__(self, dim: int, heads: int, mlp_dim: int, qk_norm: bool = True):
-        super().__init__()
-        self.norm1 = LayerNorm32(dim, eps=1e-6, elementwise_affine=False)
-        self.attn = SelfAttention(dim, heads, bias=True, qk_norm=qk_norm)
-        self.norm2 = LayerNorm32(dim, eps=1e-6, elementwise_affine=False)
-        self.mlp = FeedForward(dim, mlp_dim)
-        self.modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))
-        nn.init.zeros_(self.modulation[1].weight)
-        nn.init.zeros_(self.modulation[1].bias)
-
-    def forward(self, x: torch.Tensor, cond: torch.Tensor, ctx: AttentionContext) -> torch.Tensor:
-        b, n, d = x.shape
-        shift1, scale1, gate1, shift2, scale2, gate2 = self.modulation(cond).chunk(6, dim=-1)
-        h = modulate(self.norm1(x), shift1, scale1)
-        x = x + gate1[:, None] * self.attn(h.reshape(b * n, d), ctx).view(b, n, d)
-        return x + gate2[:, None] * self.mlp(modulate(self.norm2(x), shift2, scale2))
 
 
 class ATokenDiT(ModelMixin, ConfigMixin):
@@ -86,7 +58,7 @@ class ATokenDiT(ModelMixin, ConfigMixin):
     """
 
     _supports_gradient_checkpointing = True
-    _no_split_modules = ["DiTBlock"]
+    _no_split_modules = ["TransformerBlock"]
     _skip_layerwise_casting_patterns = ["pos_table", "norm", "embed"]
 
     @register_to_config
@@ -121,7 +93,10 @@ class ATokenDiT(ModelMixin, ConfigMixin):
             nn.init.normal_(self.class_embed.weight, std=0.02)
         self.text_embed = nn.Linear(text_embed_dim, hidden_size) if text_embed_dim else None
         mlp_dim = int(hidden_size * mlp_ratio)
-        self.blocks = nn.ModuleList(DiTBlock(hidden_size, num_heads, mlp_dim, qk_norm) for _ in range(num_layers))
+        # adaLN-zero blocks: every block starts as the identity.
+        self.blocks = nn.ModuleList(
+            TransformerBlock(hidden_size, num_heads, mlp_dim, qk_norm=qk_norm, modulation=True)
+            for _ in range(num_layers))
         self.norm_out = LayerNorm32(hidden_size, eps=1e-6, elementwise_affine=False)
         self.modulation_out = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, 2 * hidden_size))
         self.proj_out = nn.Linear(hidden_size, in_channels)
@@ -174,17 +149,12 @@ class ATokenDiT(ModelMixin, ConfigMixin):
         x = self.proj_in(hidden_states.flatten(2).transpose(1, 2))  # (B, h*w, D)
         x = x + self.pos_table.resized(h, w).to(x.dtype)
         cond = self.condition(timestep, class_labels, pooled_projections, b)
-        # Tokens are packed sample after sample for SelfAttention: one group of h * w tokens per sample.
-        rope = RotaryTables(grid_positions(h, w, x.device).repeat(b, 1), self.head_dim)
-        plan = AttentionPlan(torch.full((b,), h * w, device=x.device, dtype=torch.long))
-        ctx = AttentionContext(plan, rope_q=rope, rope_k=rope)
-        for block in self.blocks:
-            if torch.is_grad_enabled() and self.gradient_checkpointing:
-                x = self._gradient_checkpointing_func(block, x, cond, ctx)
-            else:
-                x = block(x, cond, ctx)
+        # Dense (B, h * w, D) sequences: the rotary tables of one grid serve every sample.
+        rope = RotaryTables(grid_positions(h, w, x.device), self.head_dim)
+        ctx = AttentionContext(rope_q=rope, rope_k=rope)
+        x = run_blocks(self.blocks, x, ctx, emb=cond, checkpoint=checkpoint_function(self))
         shift, scale = self.modulation_out(cond).chunk(2, dim=-1)
-        out = self.proj_out(modulate(self.norm_out(x), shift, scale))
+        out = self.proj_out(self.norm_out(x) * (1 + scale[:, None]) + shift[:, None])
         out = out.transpose(1, 2).reshape(b, c, h, w)
         return Transformer2DModelOutput(sample=out) if return_dict else (out,)
 

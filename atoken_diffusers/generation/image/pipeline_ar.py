@@ -16,8 +16,9 @@ from diffusers.image_processor import VaeImageProcessor
 from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
 
 from ...models.autoencoder_atoken import AutoencoderAToken
+from ..inputs import check_guidance, check_image_size, check_output_type, resolve_class_labels
 from .ar_transformer import ATokenARTransformer
-from ..inputs import PATCH, check_guidance, check_image_size, check_output_type, resolve_class_labels
+from .class_conditional import ClassConditionalImageMixin
 from .sampling import check_sampling_args, sample_logits
 
 OUTPUT_TYPES = ("pil", "np", "pt", "latent", "indices")
@@ -30,7 +31,7 @@ class ATokenARPipelineOutput(ImagePipelineOutput):
     indices: torch.Tensor | None = None
 
 
-class ATokenARPipeline(DiffusionPipeline):
+class ATokenARPipeline(ClassConditionalImageMixin, DiffusionPipeline):
     r"""Autoregressive generation over FSQ indices with :class:`ATokenARTransformer` (raster order over latent
     positions, codebooks one after another inside a position), decoded by an AToken autoencoder with an FSQ
     quantizer.
@@ -45,11 +46,7 @@ class ATokenARPipeline(DiffusionPipeline):
     def __init__(self, transformer: ATokenARTransformer, vae: AutoencoderAToken):
         super().__init__()
         self.register_modules(transformer=transformer, vae=vae)
-        self.image_processor = VaeImageProcessor(vae_scale_factor=PATCH)
-
-    @property
-    def class_names(self) -> list[str]:
-        return list(self.transformer.config.class_names or [])
+        self.image_processor = VaeImageProcessor(vae_scale_factor=self.vae_scale_factor)
 
     def _check_vae(self) -> None:
         fsq, cfg = self.vae.quantizer, self.transformer.config
@@ -110,7 +107,8 @@ class ATokenARPipeline(DiffusionPipeline):
             class_labels: class ids in [0, num_classes) or class names; one image per entry (times
                 ``num_images_per_prompt``).
             num_images_per_prompt: images per label.
-            height, width: pixels, positive multiples of 16 (default: the transformer's ``sample_size`` x 16).
+            height, width: pixels, positive multiples of the VAE's spatial compression (16; default: the
+                transformer's ``sample_size`` x 16).
             guidance_scale: classifier-free guidance on the logits, >= 1 (1 disables it).
             temperature: logit temperature (0: greedy).
             top_k, top_p: optional top-k / nucleus filtering of every codebook's distribution.
@@ -127,7 +125,8 @@ class ATokenARPipeline(DiffusionPipeline):
         self._check_vae()
         tf, device = self.transformer, self._execution_device
         cfg = tf.config
-        grid = check_image_size(height or cfg.sample_size * PATCH, width or cfg.sample_size * PATCH)
+        factor = self.vae_scale_factor
+        grid = check_image_size(height or cfg.sample_size * factor, width or cfg.sample_size * factor, factor)
         check_guidance(guidance_scale, True, cfg.class_dropout_prob)  # the "no class" label is the unconditional branch
         if class_labels is None and cfg.num_classes == 1:
             class_labels = 0

@@ -15,14 +15,15 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from ...models.autoencoder_atoken import AutoencoderAToken
 from ...utils.validation import check_finite
-from .dit import ATokenDiT
-from ..inputs import PATCH, check_guidance, check_image_size, check_output_type, resolve_class_labels
 from ..data.latent_stats import denormalize_latents, latent_normalization
+from ..inputs import check_guidance, check_image_size, check_output_type, resolve_class_labels
+from .class_conditional import ClassConditionalImageMixin
+from .dit import ATokenDiT
 
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
 
 
-class ATokenDiTPipeline(DiffusionPipeline):
+class ATokenDiTPipeline(ClassConditionalImageMixin, DiffusionPipeline):
     r"""Flow-matching generation of AToken latents with :class:`ATokenDiT`, decoded by the AToken autoencoder.
 
     Components:
@@ -37,17 +38,7 @@ class ATokenDiTPipeline(DiffusionPipeline):
     def __init__(self, transformer: ATokenDiT, vae: AutoencoderAToken, scheduler: FlowMatchEulerDiscreteScheduler):
         super().__init__()
         self.register_modules(transformer=transformer, vae=vae, scheduler=scheduler)
-        self.image_processor = VaeImageProcessor(vae_scale_factor=PATCH)
-
-    @property
-    def class_names(self) -> list[str]:
-        return list(self.transformer.config.class_names or [])
-
-    def get_label_ids(self, names: str | list[str]) -> list[int]:
-        """Class ids of class names (as in diffusers' DiTPipeline)."""
-        cfg = self.transformer.config
-        return resolve_class_labels([names] if isinstance(names, str) else names, cfg.num_classes,
-                                    cfg.class_names).tolist()
+        self.image_processor = VaeImageProcessor(vae_scale_factor=self.vae_scale_factor)
 
     def _conditions(self, class_labels, prompt_embeds, num_images_per_prompt: int, device):
         cfg = self.transformer.config
@@ -100,7 +91,8 @@ class ATokenDiTPipeline(DiffusionPipeline):
             prompt_embeds: (B, text_embed_dim) pooled text embeddings (e.g. SigLIP2 ``TextTower.encode``) for
                 text-conditional transformers.
             num_images_per_prompt: images per label / prompt.
-            height, width: pixels, positive multiples of 16 (default: the transformer's ``sample_size`` x 16).
+            height, width: pixels, positive multiples of the VAE's spatial compression (16; default: the
+                transformer's ``sample_size`` x 16).
             num_inference_steps: Euler steps of the flow ODE (>= 1).
             guidance_scale: classifier-free guidance scale, >= 1 (1 disables guidance).
             generator: random source(s) of the initial noise, for reproducible samples.
@@ -115,9 +107,9 @@ class ATokenDiTPipeline(DiffusionPipeline):
             raise ValueError(f"num_inference_steps must be a positive integer; got {num_inference_steps!r}.")
         tf, device = self.transformer, self._execution_device
         cfg = tf.config
-        height = height or cfg.sample_size * PATCH
-        width = width or cfg.sample_size * PATCH
-        h, w = check_image_size(height, width)
+        height = height or cfg.sample_size * self.vae_scale_factor
+        width = width or cfg.sample_size * self.vae_scale_factor
+        h, w = check_image_size(height, width, self.vae_scale_factor)
         conditional = cfg.num_classes > 0 or bool(cfg.text_embed_dim)
         do_cfg = check_guidance(guidance_scale, conditional, cfg.class_dropout_prob)
         labels, text, batch = self._conditions(class_labels, prompt_embeds, num_images_per_prompt, device)

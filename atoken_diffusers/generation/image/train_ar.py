@@ -11,9 +11,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..training.loop import GeneratorTrainer
 from .ar_transformer import AR_PRESETS, ATokenARTransformer
 from .pipeline_ar import ATokenARPipeline
-from ..training.loop import GeneratorTrainer
 
 
 class ARTrainer(GeneratorTrainer):

@@ -16,10 +16,10 @@ import torch
 import torch.nn.functional as F
 from diffusers import FlowMatchEulerDiscreteScheduler
 
-from .dit import DIT_PRESETS, ATokenDiT
 from ..data.latent_stats import latent_normalization, normalize_latents, stats_from_latents
-from .pipeline_dit import ATokenDiTPipeline
 from ..training.loop import GeneratorTrainer
+from .dit import DIT_PRESETS, ATokenDiT
+from .pipeline_dit import ATokenDiTPipeline
 
 
 class DiTTrainer(GeneratorTrainer):

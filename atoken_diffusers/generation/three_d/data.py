@@ -24,6 +24,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from ...utils.atomic import atomic_path, remove_stale_temps, write_atomically
 from .sparse_structure import RESOLUTION, coords_to_grid
 
 FORMAT = "atoken-3d-latents"
@@ -66,10 +67,10 @@ def encode_3d_dataset(meshes, model, out, views: int = 8, image_size: int = 256,
         raise FileExistsError(f"{out} holds objects encoded with other meshes or settings; pass a new folder or "
                               "overwrite=True.")
     out.mkdir(parents=True, exist_ok=True)
-    stale = list(out.glob(".*.tmp*")) + (list(out.glob("object-*.safetensors")) if old not in (None, plan) else [])
-    for path in stale:
+    remove_stale_temps(out)
+    for path in out.glob("object-*.safetensors") if old not in (None, plan) else []:
         path.unlink()
-    (out / "plan.json").write_text(json.dumps({**settings, "id": plan}, indent=1))
+    write_atomically(out / "plan.json", json.dumps({**settings, "id": plan}, indent=1))
     vae = AutoencoderAToken.from_pretrained(model_dir).eval()
     cameras = sphere_cameras(views, size=image_size, offset=0.5)
     for i, path in enumerate(files):
@@ -84,18 +85,15 @@ def encode_3d_dataset(meshes, model, out, views: int = 8, image_size: int = 256,
         renders = render_mesh(mesh, cameras, background=background).rgb.clamp(0, 1)
         tensors = {"coords": coords.to(torch.uint8), "latents": latents.cpu(), "cond": image_tokens(vae, renders).cpu(),
                    "renders": (renders * 255).round().to(torch.uint8)}
-        tmp = out / f".{final.name}.tmp-{os.getpid()}"
-        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata={"plan": plan, "mesh": str(path)})
-        os.replace(tmp, final)
+        with atomic_path(final) as tmp:
+            save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata={"plan": plan, "mesh": str(path)})
         log(f"{path.name}: {coords.shape[0]} voxels")
     manifest = {"format": FORMAT, "version": 1, "plan": plan, "objects": [str(f) for f in files],
                 "files": [_object_name(i) for i in range(len(files))], "views": views, "image_size": image_size,
                 "background": background, "latent_channels": vae.config.latent_channels,
                 "cond_dim": vae.config.encoder_dim, "cond_tokens": (image_size // 16) ** 2,
                 "model": {"path": str(model_dir.resolve())}}
-    tmp = out / f".{MANIFEST}.tmp-{os.getpid()}"
-    tmp.write_text(json.dumps(manifest, indent=1))
-    os.replace(tmp, out / MANIFEST)
+    write_atomically(out / MANIFEST, json.dumps(manifest, indent=1))
     return manifest
 
 

@@ -1,130 +1,53 @@
-"""Building blocks of the image-conditioned flow transformers of image-to-3D (TRELLIS style), over packed tokens.
+"""The trunk of the image-conditioned flow transformers of image-to-3D (TRELLIS style), over packed tokens.
 
 Tokens of several samples are packed into one (N, D) tensor, sample after sample, with their sample index
-``batch`` (N,). Every block: adaLN-zero self-attention (within a sample, or within its 3D windows), cross-attention
-from the tokens to their sample's image-condition tokens, adaLN-zero MLP. Attention runs through
+``batch`` (N,). Every block is the project's :class:`~atoken_diffusers.layers.transformer_block.TransformerBlock`
+with adaLN-zero modulation from the timestep: self-attention (within a sample, or within its shifted 3D windows),
+cross-attention from the tokens to their sample's image-condition tokens, MLP. Attention runs through
 :func:`~atoken_diffusers.layers.attention.varlen_attention` with :class:`AttentionPlan` groups (flash-attn varlen on
 CUDA when installed), with 4D RoPE on (0, x, y, z) positions and QK-norm; the models also add an absolute sin/cos
-embedding of the positions to their input tokens (:func:`sincos_3d`).
+embedding of the positions to their input tokens
+(:func:`~atoken_diffusers.layers.sincos.sincos_position_embedding`).
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import torch
 from diffusers.models.embeddings import TimestepEmbedding, Timesteps
 from torch import nn
 
-from ...layers.attention import AttentionPlan, varlen_attention
-from ...layers.mlp import FeedForward
-from ...layers.norms import LayerNorm32, QKNorm
+from ...layers.attention import AttentionPlan
+from ...layers.attention_layer import AttentionContext
+from ...layers.norms import LayerNorm32
 from ...layers.rope import RotaryTables
-from ...layers.transformer_block import AttentionContext, SelfAttention
+from ...layers.transformer_block import TransformerBlock, checkpoint_function, run_blocks
+from ...layers.windows import window_partition
 
 
-@dataclass(eq=False)
-class TokenLayout:
-    """How one forward pass groups its packed tokens.
+def flow_context(positions: torch.Tensor, batch: torch.Tensor, num_samples: int, cond_len: int, head_dim: int,
+                 resolution: int, window: int | None = None, shift: int = 0) -> AttentionContext:
+    """Attention context of tokens at integer 3D ``positions`` (N, 3) in [0, resolution), sorted by ``batch`` (N,).
 
-    Attributes:
-        batch: (N,) sample index of every token (tokens sorted by it).
-        self_ctx: the self-attention context over ``order``-permuted tokens (groups: samples or windows).
-        order, inverse: permutation of the tokens into self-attention groups and back (None: identity).
-        cross_plan: queries (tokens, per sample) against keys (the sample's condition tokens).
+    With ``window``, self-attention runs inside cubes of ``window``^3 positions shifted by ``shift``; otherwise over
+    whole samples. Cross-attention: every token against its sample's ``cond_len`` condition tokens.
     """
-
-    batch: torch.Tensor
-    self_ctx: AttentionContext
-    order: torch.Tensor | None
-    inverse: torch.Tensor | None
-    cross_plan: AttentionPlan
-
-
-def sincos_3d(positions: torch.Tensor, dim: int) -> torch.Tensor:
-    """(N, 3) integer positions -> (N, dim) float32 absolute embedding: per axis [sin(p w_k), cos(p w_k)] with
-    w_k = 10000^(-k/f), f = dim // 6, zero-padded to ``dim``."""
-    f = dim // 6
-    freqs = 1.0 / 10000 ** (torch.arange(f, device=positions.device, dtype=torch.float32) / max(f, 1))
-    angles = positions.float()[..., None] * freqs  # (N, 3, f)
-    emb = torch.cat([angles.sin(), angles.cos()], dim=-1).flatten(1)
-    return torch.nn.functional.pad(emb, (0, dim - emb.shape[1]))
-
-
-def make_layout(positions: torch.Tensor, batch: torch.Tensor, num_samples: int, cond_len: int, head_dim: int,
-                window: int | None = None, shift: int = 0) -> TokenLayout:
-    """Layout of tokens at integer 3D ``positions`` (N, 3), sorted by ``batch`` (N,). With ``window``, self-attention
-    runs inside cubes of ``window``^3 positions shifted by ``shift``; otherwise over whole samples."""
     counts = torch.bincount(batch, minlength=num_samples)
     order = inverse = None
     if window:
-        cell = (positions + shift) // window
-        side = int(cell.max()) + 1 if cell.numel() else 1
-        key = ((batch * side + cell[:, 0]) * side + cell[:, 1]) * side + cell[:, 2]
-        order = torch.argsort(key, stable=True)
-        inverse = torch.argsort(order)
-        plan = AttentionPlan(torch.unique_consecutive(key[order], return_counts=True)[1])
+        order, inverse, plan = window_partition(batch, positions, window, shift, resolution)
         sorted_pos = positions[order]
     else:
         plan = AttentionPlan(counts[counts > 0])
         sorted_pos = positions
     rope = RotaryTables(torch.cat([torch.zeros_like(sorted_pos[:, :1]), sorted_pos], dim=1), head_dim)
     cross = AttentionPlan(counts, torch.full_like(counts, cond_len))
-    return TokenLayout(batch, AttentionContext(plan, rope_q=rope, rope_k=rope), order, inverse, cross)
-
-
-class CrossAttention(nn.Module):
-    """Queries from the tokens, keys/values from their sample's condition tokens (QK-norm, no RoPE)."""
-
-    def __init__(self, dim: int, heads: int):
-        super().__init__()
-        self.heads, self.head_dim = heads, dim // heads
-        self.to_q = nn.Linear(dim, dim)
-        self.to_kv = nn.Linear(dim, 2 * dim)
-        self.q_norm = QKNorm(heads, self.head_dim)
-        self.k_norm = QKNorm(heads, self.head_dim)
-        self.to_out = nn.Linear(dim, dim)
-
-    def forward(self, x: torch.Tensor, cond: torch.Tensor, plan: AttentionPlan) -> torch.Tensor:
-        """x (N, D) sorted by sample; cond (B * L, D) sample after sample."""
-        q = self.q_norm(self.to_q(x).unflatten(-1, (self.heads, self.head_dim)))
-        k, v = self.to_kv(cond).unflatten(-1, (2, self.heads, self.head_dim)).unbind(1)
-        out = varlen_attention(q, self.k_norm(k), v, plan)
-        return self.to_out(out.flatten(1))
-
-
-class FlowBlock(nn.Module):
-    """x + g1 * SelfAttn(mod(norm1 x)); x + CrossAttn(norm2 x, cond); x + g2 * MLP(mod(norm3 x)). The modulation
-    starts at zero, so each block starts as the identity on its self-attention and MLP paths."""
-
-    def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0):
-        super().__init__()
-        self.norm1 = LayerNorm32(dim, eps=1e-6, elementwise_affine=False)
-        self.attn = SelfAttention(dim, heads, bias=True, qk_norm=True)
-        self.norm2 = LayerNorm32(dim, eps=1e-6)
-        self.cross = CrossAttention(dim, heads)
-        self.norm3 = LayerNorm32(dim, eps=1e-6, elementwise_affine=False)
-        self.mlp = FeedForward(dim, int(dim * mlp_ratio))
-        self.modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))
-        nn.init.zeros_(self.modulation[1].weight)
-        nn.init.zeros_(self.modulation[1].bias)
-
-    def forward(self, x: torch.Tensor, temb: torch.Tensor, cond: torch.Tensor, layout: TokenLayout) -> torch.Tensor:
-        """x (N, D) packed tokens; temb (B, D) per-sample timestep embedding; cond (B * L, D)."""
-        shift1, scale1, gate1, shift2, scale2, gate2 = self.modulation(temb)[layout.batch].chunk(6, dim=-1)
-        h = self.norm1(x) * (1 + scale1) + shift1
-        if layout.order is not None:
-            h = self.attn(h[layout.order], layout.self_ctx)[layout.inverse]
-        else:
-            h = self.attn(h, layout.self_ctx)
-        x = x + gate1 * h
-        x = x + self.cross(self.norm2(x), cond, layout.cross_plan)
-        return x + gate2 * self.mlp(self.norm3(x) * (1 + scale2) + shift2)
+    return AttentionContext(plan, rope_q=rope, rope_k=rope, order=order, inverse=inverse, cross_plan=cross,
+                            batch=batch)
 
 
 class FlowTrunk(nn.Module):
-    """Timestep and condition embeddings, ``depth`` :class:`FlowBlock` s and the adaLN output head (zero-initialised,
-    so the model starts by predicting zero velocity)."""
+    """Timestep and condition embeddings, ``depth`` adaLN-zero blocks with cross-attention to the condition, and the
+    adaLN output head (zero-initialised, so the model starts by predicting zero velocity)."""
 
     def __init__(self, dim: int, depth: int, heads: int, cond_dim: int, out_dim: int, mlp_ratio: float = 4.0):
         super().__init__()
@@ -136,7 +59,9 @@ class FlowTrunk(nn.Module):
         self.time_embed = TimestepEmbedding(256, dim)
         self.cond_norm = LayerNorm32(cond_dim, eps=1e-6)
         self.cond_proj = nn.Linear(cond_dim, dim)
-        self.blocks = nn.ModuleList(FlowBlock(dim, heads, mlp_ratio) for _ in range(depth))
+        self.blocks = nn.ModuleList(
+            TransformerBlock(dim, heads, int(dim * mlp_ratio), qk_norm=True, context_dim=dim, modulation=True)
+            for _ in range(depth))
         self.norm_out = LayerNorm32(dim, eps=1e-6, elementwise_affine=False)
         self.modulation_out = nn.Sequential(nn.SiLU(), nn.Linear(dim, 2 * dim))
         self.proj_out = nn.Linear(dim, out_dim)
@@ -152,17 +77,14 @@ class FlowTrunk(nn.Module):
         out = self.cond_proj(self.cond_norm(cond.to(self.cond_proj.weight.dtype)))
         return out.masked_fill(zero, 0).flatten(0, 1)
 
-    def forward(self, x: torch.Tensor, timestep: torch.Tensor, cond: torch.Tensor, layouts: list[TokenLayout]):
-        """x (N, D) embedded tokens; timestep (B,); cond (B, L, cond_dim); one layout per block (cycled)."""
+    def forward(self, x: torch.Tensor, timestep: torch.Tensor, cond: torch.Tensor,
+                contexts: list[AttentionContext]) -> torch.Tensor:
+        """x (N, D) embedded tokens; timestep (B,); cond (B, L, cond_dim); contexts from :func:`flow_context`, cycled
+        over the blocks (unshifted / shifted windows)."""
         temb = self.time_embed(self.time_proj(timestep.float()).to(x.dtype))
         c = self.embed_condition(cond).to(x.dtype)
-        for i, block in enumerate(self.blocks):
-            layout = layouts[i % len(layouts)]
-            if torch.is_grad_enabled() and self.gradient_checkpointing:
-                x = self._gradient_checkpointing_func(block, x, temb, c, layout)
-            else:
-                x = block(x, temb, c, layout)
-        shift, scale = self.modulation_out(temb)[layouts[0].batch].chunk(2, dim=-1)
+        x = run_blocks(self.blocks, x, contexts, emb=temb, context=c, checkpoint=checkpoint_function(self))
+        shift, scale = contexts[0].per_token(self.modulation_out(temb)).chunk(2, dim=-1)
         return self.proj_out(self.norm_out(x) * (1 + scale) + shift)
 
 

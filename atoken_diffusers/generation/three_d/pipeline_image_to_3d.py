@@ -26,9 +26,9 @@ from ...three_d.gaussian_decoder import ATokenGaussianDecoder
 from ...three_d.gaussians import Gaussians
 from ...tokens.sparse import SparseTokens
 from ...tokens.voxels import tokens_to_voxel_features
-from .image_condition import image_tokens, load_condition_images
-from ..inputs import check_guidance
 from ..data.latent_stats import denormalize_latents
+from ..inputs import check_guidance
+from .image_condition import image_tokens, load_condition_images
 from .sparse_flow import SparseLatentFlowTransformer
 from .sparse_structure import SparseStructureVAE, grid_to_coords
 from .structure_flow import SparseStructureFlowTransformer

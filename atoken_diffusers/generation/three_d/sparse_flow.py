@@ -18,8 +18,9 @@ from diffusers.models.modeling_utils import ModelMixin
 from diffusers.utils import BaseOutput
 from torch import nn
 
-from ...utils.validation import check_finite
-from .flow_blocks import FlowTrunk, check_condition, make_layout, sincos_3d
+from ...layers.sincos import sincos_position_embedding
+from ...utils.validation import check_finite, check_voxel_coords
+from .flow_blocks import FlowTrunk, check_condition, flow_context
 
 SPARSE_FLOW_PRESETS = {
     "tiny": dict(hidden_size=64, num_layers=2, num_heads=2, window_size=8),
@@ -34,17 +35,6 @@ class SparseFlowOutput(BaseOutput):
     """``sample``: (N, in_channels) velocity per voxel, input row order."""
 
     sample: torch.Tensor
-
-
-def check_voxel_coords(coords: torch.Tensor, rows: int, batch: int, resolution: int, name: str = "coords") -> None:
-    if coords.ndim != 2 or coords.shape != (rows, 4):
-        raise ValueError(f"{name} must be ({rows}, 4) voxel coordinates (batch, x, y, z); got {tuple(coords.shape)}.")
-    if coords.is_floating_point() or coords.dtype == torch.bool:
-        raise TypeError(f"{name} must be an integer tensor; got {coords.dtype}.")
-    if rows and (coords[:, 1:].min() < 0 or coords[:, 1:].max() >= resolution):
-        raise ValueError(f"{name} x, y, z must lie in [0, {resolution}).")
-    if rows and (coords[:, 0].min() < 0 or coords[:, 0].max() >= batch):
-        raise ValueError(f"{name} batch indices must lie in [0, {batch}) (one condition per sample).")
 
 
 class SparseLatentFlowTransformer(ModelMixin, ConfigMixin):
@@ -64,7 +54,7 @@ class SparseLatentFlowTransformer(ModelMixin, ConfigMixin):
     """
 
     _supports_gradient_checkpointing = True
-    _no_split_modules = ["FlowBlock"]
+    _no_split_modules = ["TransformerBlock"]
     _skip_layerwise_casting_patterns = ["norm", "embed"]
 
     @register_to_config
@@ -116,7 +106,7 @@ class SparseLatentFlowTransformer(ModelMixin, ConfigMixin):
                              f"{tuple(hidden_states.shape)}.")
         b = encoder_hidden_states.shape[0]
         check_condition(encoder_hidden_states, b, cfg.cond_dim)
-        check_voxel_coords(coords, n, b, cfg.resolution)
+        check_voxel_coords(coords, cfg.resolution, rows=n, rows_of="hidden_states", batch=b)
         check_finite(hidden_states, "hidden_states")
         coords = coords.long()
         timestep = torch.as_tensor(timestep, device=hidden_states.device).reshape(-1).expand(b)
@@ -127,9 +117,11 @@ class SparseLatentFlowTransformer(ModelMixin, ConfigMixin):
         packed[token, slot] = torch.cat([hidden_states.to(dtype), hidden_states.new_ones(n, 1, dtype=dtype)], 1)
         window = cfg.window_size
         shifts = [0, window // 2] if window and cfg.num_layers > 1 else [0]
-        layouts = [make_layout(token_coords[:, 1:], token_coords[:, 0], b, encoder_hidden_states.shape[1],
-                               self.trunk.head_dim, window, shift) for shift in shifts]
-        x = self.proj_in(packed.flatten(1)) + sincos_3d(token_coords[:, 1:], cfg.hidden_size).to(dtype)
-        out = self.trunk(x, timestep, encoder_hidden_states, layouts)
+        contexts = [flow_context(token_coords[:, 1:], token_coords[:, 0], b, encoder_hidden_states.shape[1],
+                                 self.trunk.head_dim, cfg.resolution // cfg.patch_size, window, shift)
+                    for shift in shifts]
+        pos = sincos_position_embedding(token_coords[:, 1:], cfg.hidden_size)
+        x = self.proj_in(packed.flatten(1)) + pos.to(dtype)
+        out = self.trunk(x, timestep, encoder_hidden_states, contexts)
         out = out.view(-1, slots, c)[token, slot]
         return SparseFlowOutput(sample=out) if return_dict else (out,)

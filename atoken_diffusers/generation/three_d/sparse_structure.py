@@ -19,6 +19,7 @@ from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
+from ...layers.transformer_block import checkpoint_function
 from ...tokens.patchify import grid_to_tokens, tokens_to_grid
 
 RESOLUTION = 64
@@ -107,7 +108,7 @@ class SparseStructureVAE(ModelMixin, ConfigMixin):
             end of training); the structure generator works in ``(z - mean) / std``.
     """
 
-    _supports_gradient_checkpointing = False
+    _supports_gradient_checkpointing = True
 
     @register_to_config
     def __init__(self, resolution: int = RESOLUTION, downsample: int = 4, latent_channels: int = 8,
@@ -124,6 +125,14 @@ class SparseStructureVAE(ModelMixin, ConfigMixin):
         self.dec_blocks = nn.Sequential(*(ResBlock3d(hidden_channels) for _ in range(num_blocks)))
         self.dec_out = nn.Conv3d(hidden_channels, fold, 1)
         nn.init.constant_(self.dec_out.bias, float(torch.logit(torch.tensor(occupancy_prior))))
+        self.gradient_checkpointing = False
+
+    def _run_blocks(self, blocks: nn.Sequential, h: torch.Tensor) -> torch.Tensor:
+        """Residual blocks in turn, each recomputed in the backward pass when gradient checkpointing is on."""
+        checkpoint = checkpoint_function(self)
+        for block in blocks:
+            h = block(h) if checkpoint is None else checkpoint(block, h)
+        return h
 
     @property
     def latent_resolution(self) -> int:
@@ -141,7 +150,7 @@ class SparseStructureVAE(ModelMixin, ConfigMixin):
         if occupancy.ndim != 5 or occupancy.shape[1:] != (1, r, r, r):
             raise ValueError(f"occupancy must be (B, 1, {r}, {r}, {r}); got {tuple(occupancy.shape)}.")
         x = space_to_depth(occupancy.to(self.dtype) * 2 - 1, self.config.downsample)
-        h = self.enc_out(F.silu(self.enc_blocks(self.enc_in(x))))
+        h = self.enc_out(F.silu(self._run_blocks(self.enc_blocks, self.enc_in(x))))
         return DiagonalGaussianDistribution(h)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
@@ -149,7 +158,7 @@ class SparseStructureVAE(ModelMixin, ConfigMixin):
         c, r = self.config.latent_channels, self.latent_resolution
         if z.ndim != 5 or z.shape[1:] != (c, r, r, r):
             raise ValueError(f"z must be (B, {c}, {r}, {r}, {r}); got {tuple(z.shape)}.")
-        h = self.dec_out(F.silu(self.dec_blocks(self.dec_in(z.to(self.dtype)))))
+        h = self.dec_out(F.silu(self._run_blocks(self.dec_blocks, self.dec_in(z.to(self.dtype)))))
         return depth_to_space(h, self.config.downsample)
 
     def forward(self, occupancy: torch.Tensor, sample_posterior: bool = True,

@@ -1,8 +1,8 @@
 """Stage 1 of image-to-3D: a flow transformer over the sparse-structure latent, conditioned on image tokens.
 
 The (B, C, 16, 16, 16) latent of :class:`SparseStructureVAE` (normalised per channel) is cut into ``patch_size``^3
-patches (2 -> 512 tokens of 8 C values), embedded (plus absolute sin/cos positions), and run through
-:class:`FlowBlock` s with 3D RoPE over the patch grid and cross-attention to the image's AToken encoder features; the
+patches (2 -> 512 tokens of 8 C values), embedded (plus absolute sin/cos positions), and run through adaLN-zero
+transformer blocks with 3D RoPE over the patch grid and cross-attention to the image's AToken encoder features; the
 output is the flow-matching velocity (noise - x_0) for :class:`~diffusers.FlowMatchEulerDiscreteScheduler`.
 """
 
@@ -14,8 +14,9 @@ from diffusers.models.modeling_outputs import Transformer2DModelOutput
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
+from ...layers.sincos import sincos_position_embedding
 from ...tokens.patchify import grid_to_tokens, tokens_to_grid
-from .flow_blocks import FlowTrunk, check_condition, make_layout, sincos_3d
+from .flow_blocks import FlowTrunk, check_condition, flow_context
 
 # hidden size, layers, heads (and patch); "tiny" (2 wide layers over 64 tokens) is what fits quickly on a CPU, for
 # tests and smoke runs.
@@ -41,7 +42,7 @@ class SparseStructureFlowTransformer(ModelMixin, ConfigMixin):
     """
 
     _supports_gradient_checkpointing = True
-    _no_split_modules = ["FlowBlock"]
+    _no_split_modules = ["TransformerBlock"]
     _skip_layerwise_casting_patterns = ["norm", "embed"]
 
     @register_to_config
@@ -80,9 +81,9 @@ class SparseStructureFlowTransformer(ModelMixin, ConfigMixin):
         batch = torch.arange(b, device=tokens.device).repeat_interleave(n)
         axis = torch.arange(r // cfg.patch_size, device=tokens.device)
         grid = torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), dim=-1).reshape(-1, 3)
-        layout = make_layout(grid.repeat(b, 1), batch, b, encoder_hidden_states.shape[1],
-                             self.trunk.head_dim)
-        x = self.proj_in(tokens) + sincos_3d(grid, cfg.hidden_size).to(tokens.dtype)
-        out = self.trunk(x.flatten(0, 1), timestep, encoder_hidden_states, [layout])
+        ctx = flow_context(grid.repeat(b, 1), batch, b, encoder_hidden_states.shape[1], self.trunk.head_dim,
+                           r // p)
+        x = self.proj_in(tokens) + sincos_position_embedding(grid, cfg.hidden_size).to(tokens.dtype)
+        out = self.trunk(x.flatten(0, 1), timestep, encoder_hidden_states, [ctx])
         out = tokens_to_grid(out.reshape(b * n, -1), (b, r // p, r // p, r // p), (p, p, p), channels=c)
         return Transformer2DModelOutput(sample=out) if return_dict else (out,)

@@ -23,20 +23,20 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from ...utils.atomic import save_atomically
 from ..data.latent_stats import RunningMoments, normalize_latents, stats_from_latents
+from ..training.config import DataConfig, FlowConfig, GeneratorTrainConfig, ModelSpec
+from ..training.loop import GeneratorTrainer
+from .data import VoxelLatentSet, encode_3d_dataset
 from .sparse_flow import SPARSE_FLOW_PRESETS, SparseLatentFlowTransformer
 from .sparse_structure import STRUCTURE_VAE_PRESETS, SparseStructureVAE, occupancy_loss
 from .structure_flow import FLOW_PRESETS, SparseStructureFlowTransformer
-from .data import VoxelLatentSet, encode_3d_dataset
-from ..training.config import DataConfig, FlowConfig, GeneratorTrainConfig, ModelSpec
-from ..training.loop import GeneratorTrainer
 
 STAGES = ("structure_vae", "structure_flow", "latent_flow")
 
@@ -202,11 +202,7 @@ def assemble_pipeline(run_dir: str | os.PathLike, gaussian_decoder: str | os.Pat
         scheduler=FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=shift),
         image_size=manifest["image_size"])
     pipe.check_components()
-    final, tmp = run / "pipeline", run / f".pipeline.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    pipe.save_pretrained(tmp, safe_serialization=True)
-    shutil.rmtree(final, ignore_errors=True)
-    tmp.rename(final)
+    save_atomically(pipe, run / "pipeline", overwrite=True)
     return pipe
 
 

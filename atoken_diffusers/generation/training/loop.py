@@ -10,8 +10,6 @@ end of training writes ``output_dir/pipeline`` (EMA weights), a folder ``from_pr
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +18,7 @@ import torch
 from ...training.checkpoint import Progress, finish_step, start_run
 from ...training.optimization import make_optimizer, make_scheduler
 from ...training.run_log import progress_bar
+from ...utils.atomic import save_atomically
 from ..data.shards import LatentShards
 from .config import GeneratorTrainConfig
 
@@ -159,17 +158,13 @@ class GeneratorTrainer:
         acc.wait_for_everyone()
         if not acc.is_main_process:
             return None
-        final, tmp = self.out_dir / "pipeline", self.out_dir / f".pipeline.tmp-{os.getpid()}"
+        final = self.out_dir / "pipeline"
         if self.ema is not None:
             self.ema.store(self.params)
             self.ema.copy_to(self.params)
         try:
             self.model.eval()
-            pipe = self.build_pipeline(self.model)
-            shutil.rmtree(tmp, ignore_errors=True)
-            pipe.save_pretrained(tmp, safe_serialization=True)
-            shutil.rmtree(final, ignore_errors=True)
-            tmp.rename(final)
+            save_atomically(self.build_pipeline(self.model), final, overwrite=True)
         finally:
             self.model.train()
             if self.ema is not None:

@@ -21,19 +21,13 @@ from diffusers import FlowMatchEulerDiscreteScheduler, WanImageToVideoPipeline, 
 from transformers import AutoTokenizer, UMT5EncoderModel
 
 from ...models.autoencoder_atoken import AutoencoderAToken
-from .geometry import SPATIAL, TEMPORAL, check_num_frames, decoded_num_frames
-
-
-def _check_size(value, name: str, multiple: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < multiple or value % multiple:
-        lo = max(multiple, int(value) // multiple * multiple) if isinstance(value, (int, float)) else multiple
-        raise ValueError(f"{name}={value!r} must be a positive multiple of {multiple} (16 pixels per latent cell x the "
-                         f"transformer's patch); use {lo} or {lo + multiple}.")
-    return value
+from ..inputs import check_multiple
+from .geometry import check_num_frames, decoded_num_frames
 
 
 class _ATokenWanChecks:
-    """Checks and defaults shared by both pipelines (mixed in before the diffusers class)."""
+    """Checks and defaults shared by both pipelines (mixed in before the diffusers class). The geometry comes from the
+    VAE: diffusers' Wan pipelines set ``vae_scale_factor_spatial/temporal`` from ``vae.config.scale_factor_*``."""
 
     def _register_defaults(self, max_sequence_length: int, default_num_frames: int, default_height: int,
                            default_width: int) -> None:
@@ -84,19 +78,20 @@ class _ATokenWanChecks:
         self.check_components()
         tf = self.transformer if self.transformer is not None else self.transformer_2
         patch = tf.config.patch_size
-        check_num_frames(num_frames)
-        _check_size(height, "height", SPATIAL * patch[1])
-        _check_size(width, "width", SPATIAL * patch[2])
+        check_num_frames(num_frames, temporal=self.vae_scale_factor_temporal)
+        s = self.vae_scale_factor_spatial
+        reason = f"{s} pixels per latent cell x the transformer's patch"
+        check_multiple(height, "height", s * patch[1], reason)
+        check_multiple(width, "width", s * patch[2], reason)
         if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, int) or num_inference_steps < 1:
             raise ValueError(f"num_inference_steps must be a positive integer; got {num_inference_steps!r}.")
         if not isinstance(max_sequence_length, int) or max_sequence_length < 1:
             raise ValueError(f"max_sequence_length must be a positive integer; got {max_sequence_length!r}.")
         return height, width, num_frames, max_sequence_length
 
-    @staticmethod
-    def decoded_num_frames(num_frames: int) -> int:
+    def decoded_num_frames(self, num_frames: int) -> int:
         """Frames in the output video for ``num_frames`` = 4k + 1: 4 (k + 1)."""
-        return decoded_num_frames(num_frames)
+        return decoded_num_frames(num_frames, self.vae_scale_factor_temporal)
 
 
 class ATokenWanPipeline(_ATokenWanChecks, WanPipeline):
@@ -168,7 +163,8 @@ class ATokenWanImageToVideoPipeline(_ATokenWanChecks, WanImageToVideoPipeline):
     _get_t5_prompt_embeds = WanPipeline._get_t5_prompt_embeds
 
     def expected_in_channels(self, z_dim: int) -> int:
-        return 2 * z_dim + TEMPORAL
+        # Wan's first-frame mask has one channel per frame of a latent frame.
+        return 2 * z_dim + self.vae_scale_factor_temporal
 
     def check_components(self) -> None:
         super().check_components()

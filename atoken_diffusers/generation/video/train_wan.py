@@ -117,21 +117,25 @@ class WanTrainer(GeneratorTrainer):
         self.model_kwargs(WAN_PRESETS)  # checks the preset name
         overrides = dict(spec.overrides)
         patch = tuple(overrides.pop("patch_size", (1, 2, 2)))
+        vae_config = AutoencoderAToken.load_config(self.vae_path())
+        spatial = vae_config.get("scale_factor_spatial") or SPATIAL  # configs before the alias existed: AToken's 16
         if h % patch[1] or w % patch[2]:
             raise ValueError(f"latent grid {h} x {w} is not divisible by patch_size {patch}; encode at a resolution "
-                             f"that is a multiple of {SPATIAL * patch[1]}, or use patch_size [1, 1, 1].")
+                             f"that is a multiple of {spatial * patch[1]}, or use patch_size [1, 1, 1].")
         self.captions = sample_captions(data.base, text.captions, text.data_root)
         self.tokenizer, self.text_encoder = load_text_encoder(text.encoder)
         self.text_encoder.requires_grad_(False).to(self.accelerator.device)
         self.encode = prompt_encoder(self.tokenizer, self.text_encoder)
         self.cache: dict[str, torch.Tensor] = {}
-        self.stats = latent_normalization(AutoencoderAToken.load_config(self.vae_path()), channels)
+        self.stats = latent_normalization(vae_config, channels)
         if self.stats is None:
             self.stats = stats_from_latents(data.iter_latents())
             self.accelerator.print("the VAE config has no latents_mean/latents_std: using statistics of the shards "
                                    "(stored in the exported pipeline's VAE config).")
         self.latent_frames, self.latent_size = t, (h, w)
-        return build_wan_transformer(channels, self.text_encoder.config.d_model, spec.preset, patch, **overrides)
+        temporal = vae_config.get("scale_factor_temporal") or TEMPORAL
+        return build_wan_transformer(channels, self.text_encoder.config.d_model, spec.preset, patch,
+                                     temporal=temporal, **overrides)
 
     @torch.no_grad()
     def embed(self, captions: list[str], device) -> torch.Tensor:
@@ -176,8 +180,8 @@ class WanTrainer(GeneratorTrainer):
             tokenizer=self.tokenizer, text_encoder=self.text_encoder, vae=vae, transformer=model,
             scheduler=FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=self.config.flow.shift),
             max_sequence_length=self.config.text.max_sequence_length,
-            default_num_frames=TEMPORAL * (self.latent_frames - 1) + 1, default_height=h * SPATIAL,
-            default_width=w * SPATIAL)
+            default_num_frames=vae.temporal_compression_ratio * (self.latent_frames - 1) + 1,
+            default_height=h * vae.spatial_compression_ratio, default_width=w * vae.spatial_compression_ratio)
 
 
 def main(argv: list[str] | None = None) -> list[dict]:

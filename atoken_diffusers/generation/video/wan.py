@@ -99,7 +99,8 @@ def prompt_encoder(tokenizer, text_encoder):
 
 
 def build_wan_transformer(latent_channels: int, text_dim: int, preset: str = "tiny",
-                          patch_size: tuple = (1, 2, 2), image_to_video: bool = False, **overrides):
+                          patch_size: tuple = (1, 2, 2), image_to_video: bool = False, temporal: int = TEMPORAL,
+                          **overrides):
     """A randomly initialised :class:`~diffusers.WanTransformer3DModel` for AToken latents.
 
     Args:
@@ -109,6 +110,7 @@ def build_wan_transformer(latent_channels: int, text_dim: int, preset: str = "ti
         patch_size: (1, 2, 2) as Wan does, or (1, 1, 1) for one token per latent cell.
         image_to_video: inputs of Wan 2.1-style image-to-video (noisy latents + 4 mask channels + condition
             latents: 2 C + 4 channels).
+        temporal: the VAE's temporal compression (``vae.temporal_compression_ratio``, 4), the number of mask channels.
         overrides: any other ``WanTransformer3DModel`` argument.
     """
     from diffusers import WanTransformer3DModel
@@ -118,7 +120,7 @@ def build_wan_transformer(latent_channels: int, text_dim: int, preset: str = "ti
     patch_size = tuple(int(p) for p in patch_size)
     if len(patch_size) != 3 or patch_size[0] != 1 or patch_size[1] != patch_size[2] or patch_size[1] not in (1, 2):
         raise ValueError(f"patch_size must be (1, 1, 1) or (1, 2, 2); got {patch_size}.")
-    in_channels = 2 * latent_channels + TEMPORAL if image_to_video else latent_channels
+    in_channels = 2 * latent_channels + temporal if image_to_video else latent_channels
     kwargs = dict(WAN_PRESETS[preset], patch_size=patch_size, in_channels=in_channels, out_channels=latent_channels,
                   text_dim=text_dim)
     kwargs.update(overrides)
@@ -150,12 +152,12 @@ def build_wan_pipeline(vae, text_encoder, tokenizer, transformer=None, preset: s
     set_latent_stats(vae, latent_stats)
     if transformer is None:
         transformer = build_wan_transformer(vae.config.latent_channels, text_encoder.config.d_model, preset,
-                                            patch_size, image_to_video)
+                                            patch_size, image_to_video, vae.temporal_compression_ratio)
     scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=shift)
     cls = ATokenWanImageToVideoPipeline if image_to_video else ATokenWanPipeline
     pipe = cls(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer, scheduler=scheduler,
-               max_sequence_length=max_sequence_length, default_num_frames=check_num_frames(default_num_frames,
-                                                                                            "default_num_frames"),
+               max_sequence_length=max_sequence_length, default_num_frames=check_num_frames(
+                   default_num_frames, "default_num_frames", vae.temporal_compression_ratio),
                default_height=default_height, default_width=default_width)
     pipe.check_components()
     return pipe

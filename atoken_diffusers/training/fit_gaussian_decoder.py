@@ -16,12 +16,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..utils.atomic import save_atomically
 from ..three_d.camera import sphere_cameras
 from ..three_d.gaussians import Gaussians
 from ..three_d.mesh import load_mesh
 from ..three_d.pipeline import pack_mesh, render_views
 from ..three_d.render_mesh import render_mesh
+from ..utils.atomic import save_atomically, write_atomically
 
 
 @dataclass
@@ -81,9 +81,8 @@ def fit_gaussian_decoder(decoder, assets: list[SplatAsset], out_dir: str | os.Pa
         optimizer.zero_grad(set_to_none=True)
         losses.append(loss.item())
         if (step + 1) % checkpoint_every == 0 or step + 1 == steps:
-            tmp = ckpt.with_suffix(".tmp")
-            torch.save({"decoder": decoder.state_dict(), "optimizer": optimizer.state_dict(), "step": step + 1}, tmp)
-            os.replace(tmp, ckpt)
+            state = {"decoder": decoder.state_dict(), "optimizer": optimizer.state_dict(), "step": step + 1}
+            write_atomically(ckpt, lambda tmp: torch.save(state, tmp))
             with open(out / "log.jsonl", "a") as f:
                 f.write(json.dumps({"step": step + 1, "loss": float(np.mean(losses[-checkpoint_every:]))}) + "\n")
             log(f"gaussian decoder step {step + 1}/{steps}: L1 {np.mean(losses[-checkpoint_every:]):.4f}")
