@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -12,7 +11,6 @@ from diffusers.loaders import PeftAdapterMixin
 from diffusers.models.autoencoders.vae import AutoencoderMixin, DecoderOutput, DiagonalGaussianDistribution
 from diffusers.models.modeling_outputs import AutoencoderKLOutput
 from diffusers.models.modeling_utils import ModelMixin
-from diffusers.utils import BaseOutput
 from diffusers.utils.accelerate_utils import apply_forward_hook
 from torch import nn
 
@@ -26,26 +24,12 @@ from ..utils.validation import check_indices, check_latents, check_pixels, check
 from .decoder import ATokenDecoder
 from .encoder import ATokenEncoder
 from .inference_options import InferenceOptions
+from .outputs import SparseEncoderOutput
 from .presets import preset_config
 from .single_file import FromOriginalATokenMixin
 from .spatial_tiling import blend_tiles, time_chunked
 
 LATENT_PATCH = (1, 1, 1)
-
-
-@dataclass
-class SparseEncoderOutput(BaseOutput):
-    """Result of :meth:`AutoencoderAToken.encode_tokens`, every per-token tensor in the input row order.
-
-    Attributes:
-        latent_dist: Gaussian posterior over (N, latent_channels) token latents.
-        features: (N, encoder_dim) encoder features after the final LayerNorm (what an MLLM consumes).
-        embedding: (B, encoder_dim) L2-normalised pooled embedding per sample.
-    """
-
-    latent_dist: DiagonalGaussianDistribution
-    features: torch.Tensor
-    embedding: torch.Tensor
 
 
 def _init_weights(module: nn.Module) -> None:
@@ -56,16 +40,6 @@ def _init_weights(module: nn.Module) -> None:
             nn.init.zeros_(module.bias)
     elif isinstance(module, (LearnedPositionTable, AttentionPoolingHead)):
         nn.init.normal_(module.weight if isinstance(module, LearnedPositionTable) else module.probe, std=0.02)
-
-
-def _shifted(tokens: SparseTokens, offset: tuple[int, int]) -> SparseTokens:
-    """Move tokens by (rows, cols) latent cells (a spatial tile's place in its image)."""
-    if offset == (0, 0):
-        return tokens
-    coords = tokens.coords.clone()
-    coords[:, 2] += offset[0]
-    coords[:, 3] += offset[1]
-    return SparseTokens(tokens.feats, coords)
 
 
 class AutoencoderAToken(ModelMixin, ConfigMixin, AutoencoderMixin, PeftAdapterMixin, FromOriginalATokenMixin):
@@ -328,7 +302,7 @@ class AutoencoderAToken(ModelMixin, ConfigMixin, AutoencoderMixin, PeftAdapterMi
         b, _, t, h, w = z.shape
         pt = self.patch_size[0]
         if options.decode_cache_frames:  # tiles share keys/values: the general (sparse) layout
-            tokens = _shifted(grid_to_tokens(z, LATENT_PATCH), offset)
+            tokens = grid_to_tokens(z, LATENT_PATCH).shifted(offset)
             stride, cache = options.decode_stride_frames, options.decode_cache_frames
             patches = self.decode_tokens(tokens, stride, cache, extent).feats
         else:  # independent tiles: the layout from the shape alone (no host sync, one graph)

@@ -51,6 +51,15 @@ class SparseTokens:
         """The same coordinates with new features (one row per token)."""
         return SparseTokens(feats, self.coords)
 
+    def shifted(self, offset: tuple[int, int]) -> "SparseTokens":
+        """The tokens moved by (rows, cols) in x and y (e.g. a spatial tile's place in its whole image)."""
+        if tuple(offset) == (0, 0):
+            return self
+        coords = self.coords.clone()
+        coords[:, 2] += offset[0]
+        coords[:, 3] += offset[1]
+        return SparseTokens(self.feats, coords)
+
     def to(self, *args, **kwargs) -> "SparseTokens":
         """Move/cast the features; coordinates only follow the device."""
         feats = self.feats.to(*args, **kwargs)
