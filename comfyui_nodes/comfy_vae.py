@@ -1,6 +1,15 @@
 """AToken as a ComfyUI ``VAE``: the object the built-in VAEEncode, VAEDecode, VAEEncodeTiled and VAEDecodeTiled
-nodes call. ComfyUI images are (B, H, W, C) in [0, 1]; latents are raw AToken latents (B, 48, h, w), or
-(B, 48, t, h, w) for videos.
+nodes call. ComfyUI images are (B, H, W, C) in [0, 1]; latents are raw AToken latents.
+
+Conventions, the ones ComfyUI applies to Wan 2.2's VAE (the same 4 x 16 x 16 geometry):
+
+- Sides are centre-cropped down to multiples of 16 before encoding (ComfyUI's ``vae_encode_crop_pixels``), so a
+  424 x 360 image comes back 416 x 352 and lines up with a centre crop of the original.
+- An IMAGE batch is the T frames of one video: (T, H, W, 3) -> LATENT (1, C, t, h, w) with t = ceil(T / 4); frames
+  past the last 4k + 1 are dropped (Wan's count: 4k + 1 frames -> k + 1 latent frames).
+- Decoding t latent frames gives 4t - 3 frames: AToken decodes 4t, the last three of which reconstruct the zero
+  frames that padded a 4k + 1 clip. A single image is a 1-frame video and round-trips to one image; 4-D latents
+  (B, C, h, w) from the pack's own Encode node decode to B images.
 
 Like ComfyUI's own VAE it estimates the memory a call needs, splits a batch to fit the free memory, and falls back
 to spatial tiles when the device runs out of memory.
@@ -9,6 +18,7 @@ to spatial tiles when the device runs out of memory.
 from __future__ import annotations
 
 import logging
+from functools import partial
 
 import torch
 
@@ -18,9 +28,38 @@ ENCODE_BYTES_PER_VALUE = 256
 DECODE_BYTES_PER_LATENT = 256 * 16 * 16 * 3 // 48 * 4
 
 
+def latent_frames(frames: int, temporal: int = 4) -> int:
+    """Latent frames for ``frames`` video frames: ceil(frames / temporal) (Wan 2.2: 4k + 1 -> k + 1)."""
+    return max(0, (frames + temporal - 1) // temporal)
+
+
+def decoded_frames(latents: int, temporal: int = 4) -> int:
+    """Frames the VAE view returns for ``latents`` latent frames: temporal * latents - (temporal - 1) (Wan 2.2)."""
+    return max(0, latents * temporal - (temporal - 1))
+
+
+def crop_to_multiple(pixels: torch.Tensor, factor: int) -> torch.Tensor:
+    """Centre-crop (..., H, W, C) down to multiples of ``factor`` exactly as ComfyUI's ``vae_encode_crop_pixels``
+    does (the extra ``size % factor`` pixels split with the smaller half on the top/left)."""
+    for axis, side in ((-3, "height"), (-2, "width")):
+        size = pixels.shape[axis]
+        keep = size // factor * factor
+        if keep == 0:
+            raise ValueError(f"image {side} is {size} px but AToken needs at least {factor}; upscale it first "
+                             "(e.g. with the ImageScale node).")
+        if keep != size:
+            pixels = pixels.narrow(axis, (size % factor) // 2, keep)
+    return pixels
+
+
 def to_model_pixels(model, image: torch.Tensor) -> torch.Tensor:
     """ComfyUI IMAGE (B, H, W, 3) in [0, 1] -> (B, 3, H, W) in [-1, 1] on the model's device and dtype."""
     return (image.movedim(-1, 1) * 2 - 1).to(model.device, model.dtype)
+
+
+def _or(value, default):
+    """ComfyUI's VAE treats a None tile argument as "use the default"."""
+    return default if value is None else value
 
 
 def _model_management():
@@ -33,15 +72,39 @@ def _model_management():
 
 
 class ATokenComfyVAE:
-    """Duck-typed ``comfy.sd.VAE`` around an :class:`AutoencoderAToken`."""
+    """Duck-typed ``comfy.sd.VAE`` around an :class:`AutoencoderAToken`, set up as ComfyUI sets up Wan 2.2's VAE."""
 
     def __init__(self, model):
         self.model = model
+        spatial, temporal = model.spatial_compression_ratio, model.temporal_compression_ratio
         self.latent_channels = model.config.latent_channels
-        self.latent_dim = 2
-        self.output_device = torch.device("cpu")
+        # The attributes comfy.sd.VAE gives a Wan 2.2-style video VAE; ComfyUI nodes read them.
+        self.latent_dim = 3
+        self.not_video = False
+        self.crop_input = True
+        self.output_channels = 3
+        self.extra_1d_channel = None
+        self.downscale_ratio = (partial(latent_frames, temporal=temporal), spatial, spatial)
+        self.upscale_ratio = (partial(decoded_frames, temporal=temporal), spatial, spatial)
+        self.downscale_index_formula = self.upscale_index_formula = (temporal, spatial, spatial)
+        mm = _model_management()
+        self.output_device = mm.intermediate_device() if mm is not None else torch.device("cpu")
 
-    # ---- geometry the built-in nodes ask for
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    @property
+    def vae_dtype(self) -> torch.dtype:
+        return self.model.dtype
+
+    # ---- what comfy.sd.VAE offers the built-in nodes
+    def throw_exception_if_invalid(self) -> None:
+        """The model is always loaded; kept because ComfyUI nodes call it."""
+
+    def get_sd(self) -> dict:
+        return self.model.state_dict()
+
     def spacial_compression_decode(self) -> int:
         return self.model.spatial_compression_ratio
 
@@ -50,6 +113,9 @@ class ATokenComfyVAE:
 
     def temporal_compression_decode(self) -> int:
         return self.model.temporal_compression_ratio
+
+    def vae_encode_crop_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
+        return crop_to_multiple(pixels, self.spacial_compression_encode()) if self.crop_input else pixels
 
     def memory_used_encode(self, shape, dtype) -> int:
         return int(torch.Size(shape).numel() * ENCODE_BYTES_PER_VALUE * torch.finfo(dtype).bits // 32)
@@ -65,9 +131,11 @@ class ATokenComfyVAE:
         free = mm.get_free_memory(self.model.device)
         return max(1, min(n, int(free // max(per_item, 1))))
 
-    def _run(self, fn, x: torch.Tensor, per_item: int, tiled_fn) -> torch.Tensor:
+    def _run(self, fn, x: torch.Tensor, memory_used, tiled_fn) -> torch.Tensor:
+        """``fn`` over batch slices that fit the free memory; ``tiled_fn`` on the whole batch after an OOM."""
         mm = _model_management()
         oom = mm.OOM_EXCEPTION if mm is not None else torch.cuda.OutOfMemoryError
+        per_item = memory_used(x[:1].shape, self.model.dtype)
         try:
             step = self._batches(x.shape[0], per_item)
             return torch.cat([fn(x[i : i + step]) for i in range(0, x.shape[0], step)])
@@ -80,33 +148,61 @@ class ATokenComfyVAE:
         """Per-call tiling options: the model's own settings stay untouched, so concurrent prompts never mix."""
         return {"tiling": True, "tile_sample_min_size": tile_px, "tile_overlap_factor": overlap}
 
+    def _clips(self, pixels: torch.Tensor) -> torch.Tensor:
+        """IMAGE (T, H, W, C) (one video) or (B, T, H, W, C) -> cropped (B, 3, T', H', W') in [-1, 1], where T' is
+        the largest 4k + 1 <= T (Wan's frame count; ComfyUI keeps the same frames for Wan 2.2)."""
+        if pixels.ndim == 4:
+            pixels = pixels[None]
+        if pixels.ndim != 5:
+            raise ValueError(f"pixels must be an IMAGE (T, H, W, C) or a batch of videos (B, T, H, W, C); "
+                             f"got shape {tuple(pixels.shape)}.")
+        temporal = self.model.temporal_compression_ratio
+        frames = decoded_frames(latent_frames(pixels.shape[1], temporal), temporal)
+        pixels = self.vae_encode_crop_pixels(pixels[:, :frames, ..., :3])
+        return (pixels.movedim(-1, 1) * 2 - 1).to(self.model.device, self.model.dtype)
+
     # ---- encode
     @torch.inference_mode()
-    def _encode(self, pixels: torch.Tensor, **options) -> torch.Tensor:
-        x = to_model_pixels(self.model, pixels)
+    def _encode(self, x: torch.Tensor, **options) -> torch.Tensor:
         return self.model.encode(x, **options).latent_dist.mode().float().to(self.output_device)
 
     def encode(self, pixels: torch.Tensor) -> torch.Tensor:
-        """(B, H, W, C>=3) images in [0, 1] -> (B, 48, ceil(H/16), ceil(W/16)) latents (frames as separate images)."""
-        pixels = pixels[..., :3]
-        per = self.memory_used_encode(pixels[:1].shape, self.model.dtype)
-        return self._run(self._encode, pixels, per, lambda p: self._encode(p, **self._tiles()))
+        """IMAGE (T, H, W, C>=3) in [0, 1], the frames of one video (a single image is T = 1) -> LATENT
+        (1, C, ceil(T/4), H'/16, W'/16), H' and W' the sides centre-cropped to multiples of 16; (B, T, H, W, C) gives
+        B videos."""
+        tiled = lambda x: self._encode(x, **self._tiles())  # noqa: E731
+        return self._run(self._encode, self._clips(pixels), self.memory_used_encode, tiled)
+
+    def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
+        """IMAGE (B, H, W, C>=3) as B separate images -> (B, C, H'/16, W'/16), sides cropped as in :meth:`encode`."""
+        x = to_model_pixels(self.model, self.vae_encode_crop_pixels(pixels[..., :3]))
+        tiled = lambda x: self._encode(x, **self._tiles())  # noqa: E731
+        return self._run(self._encode, x, self.memory_used_encode, tiled)
 
     def encode_tiled(self, pixels, tile_x=512, tile_y=512, overlap=64, tile_t=None, overlap_t=None) -> torch.Tensor:
+        """:meth:`encode` with spatial tiles of ``tile_x`` pixels. ``tile_t``/``overlap_t`` are ignored: AToken's
+        temporal tiles (16 frames, always on) are part of the model."""
+        tile_x, tile_y, overlap = _or(tile_x, 512), _or(tile_y, 512), _or(overlap, 64)  # ComfyUI may pass None
         tile = max(16, (max(tile_x, tile_y) // 16) * 16)
-        return self._encode(pixels[..., :3], **self._tiles(tile, min(0.5, overlap / tile)))
+        return self._encode(self._clips(pixels), **self._tiles(tile, min(0.5, overlap / tile)))
 
     # ---- decode
     @torch.inference_mode()
     def _decode(self, latents: torch.Tensor, **options) -> torch.Tensor:
         out = self.model.decode(latents.to(self.model.device, self.model.dtype), **options).sample.float()
+        if out.ndim == 5:
+            out = out[:, :, : decoded_frames(latents.shape[2], self.model.temporal_compression_ratio)]
         return ((out.clamp(-1, 1) + 1) / 2).movedim(1, -1).to(self.output_device)  # (B, [T,] H, W, 3)
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """(B, 48, h, w) -> (B, 16h, 16w, 3) images; (B, 48, t, h, w) -> (B, 4t, 16h, 16w, 3) frames."""
-        per = self.memory_used_decode(latents[:1].shape, self.model.dtype)
-        return self._run(self._decode, latents, per, lambda z: self._decode(z, **self._tiles()))
+        """(B, C, h, w) -> (B, 16h, 16w, 3) images; (B, C, t, h, w) -> (B, 4t - 3, 16h, 16w, 3) frames (VAEDecode
+        then joins the frames into one IMAGE batch)."""
+        tiled = lambda z: self._decode(z, **self._tiles())  # noqa: E731
+        return self._run(self._decode, latents, self.memory_used_decode, tiled)
 
     def decode_tiled(self, latents, tile_x=64, tile_y=64, overlap=16, tile_t=None, overlap_t=None) -> torch.Tensor:
-        tile = max(1, max(tile_x, tile_y)) * 16  # ComfyUI passes latent cells
+        """:meth:`decode` with spatial tiles of ``tile_x`` latent cells (what VAEDecodeTiled passes); ``tile_t`` and
+        ``overlap_t`` are ignored as in :meth:`encode_tiled`."""
+        tile_x, tile_y, overlap = _or(tile_x, 64), _or(tile_y, 64), _or(overlap, 16)  # ComfyUI may pass None
+        tile = max(1, max(tile_x, tile_y)) * 16
         return self._decode(latents, **self._tiles(tile, min(0.5, overlap / max(tile_x, tile_y, 1))))

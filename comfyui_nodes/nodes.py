@@ -2,6 +2,8 @@
 
 ComfyUI conventions: IMAGE is (B, H, W, C) float in [0, 1] (a batch of frames doubles as a video), LATENT is
 {"samples": tensor}; AToken latents are raw (not scaled), (B, 48, h, w) for images and (B, 48, t, h, w) for videos.
+Every encode path centre-crops the sides down to multiples of 16 and counts frames as Wan 2.2 does (4k + 1 frames ->
+k + 1 latent frames -> 4k + 1 frames), exactly like the built-in VAE nodes with the loader's VAE (see comfy_vae.py).
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from . import paths
 from .comfy_vae import ATokenComfyVAE, to_model_pixels
 
 CATEGORY = "AToken"
+CROP_NOTE = ("Sides that are not multiples of 16 are centre-cropped down to them first, as ComfyUI's VAE nodes do "
+             "(424 x 360 -> 416 x 352).")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -64,7 +68,7 @@ class ATokenLoader:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "model": (paths.list_models("autoencoder") or ["(put models in models/atoken)"],),
+            "model": (paths.list_models(paths.AUTOENCODER) or ["(put models in models/atoken)"],),
             "dtype": (list(DTYPES), {"default": "fp32"}),
             "device": (["auto", "cpu", "cuda"], {"default": "auto"}),
         }}
@@ -72,7 +76,10 @@ class ATokenLoader:
     RETURN_TYPES = ("ATOKEN", "VAE")
     FUNCTION = "load"
     CATEGORY = CATEGORY
-    DESCRIPTION = "Load AToken (a converted folder, or an official .pt with its .yaml) from models/atoken."
+    DESCRIPTION = ("Load AToken (a converted folder, or an official .pt with its .yaml) from models/atoken; the "
+                   "(embedded default) entries need no download. The VAE output works with the built-in VAEEncode/"
+                   "VAEDecode (and Tiled) nodes the way Wan 2.2's VAE does: an IMAGE batch is the frames of one video "
+                   "(4k + 1 frames -> k + 1 latent frames -> 4k + 1 frames; one image -> one image). " + CROP_NOTE)
 
     def load(self, model, dtype="fp32", device="auto"):
         handle = ATokenHandle(_load(paths.resolve(model), dtype, device))
@@ -83,20 +90,19 @@ class ATokenEncode:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {"atoken": ("ATOKEN",), "image": ("IMAGE",),
-                             "as_video": ("BOOLEAN", {"default": False, "tooltip": "treat the batch as the frames of one video"})}}
+                             "as_video": ("BOOLEAN", {"default": False, "tooltip": (
+                                 "on: the batch is the frames of one video -> (1, C, t, h, w), as VAEEncode does; "
+                                 "off: separate images -> (B, C, h, w)")})}}
 
     RETURN_TYPES = ("LATENT",)
     FUNCTION = "encode"
     CATEGORY = CATEGORY
+    DESCRIPTION = ("Encode images (B, C, h, w) or, with as_video, the batch as one video (1, C, t, h, w), t = "
+                   "ceil(frames / 4); frames past the last 4k + 1 are dropped, as for Wan 2.2. " + CROP_NOTE)
 
-    @torch.inference_mode()
     def encode(self, atoken, image, as_video=False):
         image = check_image(image)
-        if not as_video:
-            return ({"samples": atoken.vae.encode(image)},)
-        m = atoken.model
-        clip = (image.movedim(-1, 0)[None] * 2 - 1).to(m.device, m.dtype)  # (1, 3, T, H, W)
-        return ({"samples": m.encode(clip).latent_dist.mode().float().cpu()},)
+        return ({"samples": atoken.vae.encode(image) if as_video else atoken.vae.encode_images(image)},)
 
 
 class ATokenDecode:
@@ -107,6 +113,8 @@ class ATokenDecode:
     RETURN_TYPES = ("IMAGE",)
     FUNCTION = "decode"
     CATEGORY = CATEGORY
+    DESCRIPTION = ("Decode (B, C, h, w) latents to B images, or video latents (B, C, t, h, w) to 4t - 3 frames each "
+                   "(Wan 2.2's count), joined into one IMAGE batch as VAEDecode does.")
 
     def decode(self, atoken, samples):
         z = check_latent(samples, atoken.model.config.latent_channels)
@@ -122,11 +130,12 @@ class ATokenTokenize:
     RETURN_TYPES = ("ATOKEN_TOKENS",)
     FUNCTION = "tokenize"
     CATEGORY = CATEGORY
-    DESCRIPTION = "Discrete FSQ indices (B, 8, h, w) in [0, 4096) (FSQ models such as So/D)."
+    DESCRIPTION = "Discrete FSQ indices (B, 8, h, w) in [0, 4096) (FSQ models such as So/D). " + CROP_NOTE
 
     @torch.inference_mode()
     def tokenize(self, atoken, image):
-        return (atoken.model.tokenize(to_model_pixels(atoken.model, check_image(image))).cpu(),)
+        image = atoken.vae.vae_encode_crop_pixels(check_image(image))
+        return (atoken.model.tokenize(to_model_pixels(atoken.model, image)).cpu(),)
 
 
 class ATokenDetokenize:
@@ -137,6 +146,7 @@ class ATokenDetokenize:
     RETURN_TYPES = ("LATENT",)
     FUNCTION = "detokenize"
     CATEGORY = CATEGORY
+    DESCRIPTION = "FSQ indices -> latents (B, C, h, w) for AToken Decode or VAEDecode."
 
     def detokenize(self, atoken, tokens):
         return ({"samples": atoken.model.detokenize(tokens.to(atoken.model.device)).float().cpu()},)
@@ -197,7 +207,8 @@ class ATokenMeshToSplat:
     def INPUT_TYPES(cls):
         return {"required": {
             "atoken": ("ATOKEN",),
-            "gs_decoder": (paths.list_models("gaussian_decoder") or ["(put a converted Gaussian decoder in models/atoken)"],),
+            "gs_decoder": (paths.list_models(paths.GAUSSIAN_DECODER)
+                           or ["(put a converted Gaussian decoder in models/atoken)"],),
             "mesh": ("STRING", {"default": "", "tooltip": "mesh file (glb/gltf/obj/ply/stl): a name in ComfyUI's input folder or a path"}),
             "filename_prefix": ("STRING", {"default": "atoken/splat"}),
         }}
@@ -218,7 +229,8 @@ class ATokenMeshToSplat:
         mesh_path = mesh if os.path.isabs(mesh) else os.path.join(folder_paths.get_input_directory(), mesh)
         if not mesh or not os.path.isfile(mesh_path):
             raise FileNotFoundError(f"mesh {mesh!r} not found (looked for {mesh_path}); upload it to the input folder.")
-        gs = ATokenGaussianDecoder.from_pretrained(paths.resolve(gs_decoder)).to(atoken.model.device).eval()
+        gs_path = paths.resolve(gs_decoder, paths.GAUSSIAN_DECODER)
+        gs = ATokenGaussianDecoder.from_pretrained(gs_path).to(atoken.model.device).eval()
         with torch.inference_mode():
             coords, feats = pack_mesh(mesh_path)
             splat = gaussians_from_voxels(atoken.model, gs, coords, feats)

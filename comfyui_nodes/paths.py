@@ -1,6 +1,7 @@
 """The ``models/atoken`` folder, registered with ComfyUI's ``folder_paths``, and what can be loaded from it:
 converted diffusers folders (with config.json), official ``.pt`` checkpoints with a ``.yaml`` of the same name, and
-converted Gaussian-decoder folders."""
+converted Gaussian-decoder folders; plus the models the package ships ("(embedded default)" entries, first in each
+list), so the example workflows run with no download."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import os
 FOLDER = "atoken"
 EMBEDDED = "(embedded default)"
 EMBEDDED_FSQ = "(embedded default, FSQ tokens)"  # atoken-small-d: the Tokenize nodes work with no download
+AUTOENCODER, GAUSSIAN_DECODER = "autoencoder", "gaussian_decoder"
 
 
 def register() -> None:
@@ -25,8 +27,9 @@ def roots() -> list[str]:
     return list(folder_paths.folder_names_and_paths[FOLDER][0])
 
 
-def list_models(kind: str = "autoencoder") -> list[str]:
-    """Names (relative to models/atoken) of loadable models of ``kind`` ("autoencoder" or "gaussian_decoder")."""
+def list_models(kind: str = AUTOENCODER) -> list[str]:
+    """Names (relative to models/atoken) of loadable models of ``kind`` (AUTOENCODER or GAUSSIAN_DECODER), the
+    shipped ones first."""
     names = []
     for root in roots():
         if not os.path.isdir(root):
@@ -35,26 +38,33 @@ def list_models(kind: str = "autoencoder") -> list[str]:
             path = os.path.join(root, entry)
             config = os.path.join(path, "config.json")
             if os.path.isfile(config):
-                is_gs = '"ATokenGaussianDecoder"' in open(config).read()
-                if is_gs == (kind == "gaussian_decoder"):
+                with open(config) as f:
+                    is_gs = '"ATokenGaussianDecoder"' in f.read()
+                if is_gs == (kind == GAUSSIAN_DECODER):
                     names.append(entry)
-            elif kind == "autoencoder" and entry.endswith(".pt") and os.path.isfile(path[:-3] + ".yaml"):
+            elif kind == AUTOENCODER and entry.endswith(".pt") and os.path.isfile(path[:-3] + ".yaml"):
                 names.append(entry)
-    if kind == "autoencoder":
-        names[:0] = [label for label in (EMBEDDED, EMBEDDED_FSQ) if _embedded(label) is not None]
+    labels = (EMBEDDED, EMBEDDED_FSQ) if kind == AUTOENCODER else (EMBEDDED,)
+    names[:0] = [label for label in labels if _embedded(label, kind) is not None]
     return names
 
 
-def _embedded(label: str = EMBEDDED):
-    from atoken_diffusers.weights import default_model_dir
+def _embedded(label: str, kind: str = AUTOENCODER):
+    """The shipped folder behind an "(embedded default...)" label, or None."""
+    from atoken_diffusers.weights import default_gs_decoder_dir, default_model_dir
 
+    if label not in (EMBEDDED, EMBEDDED_FSQ):
+        return None
+    if kind == GAUSSIAN_DECODER:
+        return default_gs_decoder_dir() if label == EMBEDDED else None
     return default_model_dir(discrete=label == EMBEDDED_FSQ)
 
 
-def resolve(name: str) -> str:
-    """Full path of a model listed by :func:`list_models` (or an absolute path); a clear error when missing."""
-    if name in (EMBEDDED, EMBEDDED_FSQ) and _embedded(name) is not None:
-        return str(_embedded(name))
+def resolve(name: str, kind: str = AUTOENCODER) -> str:
+    """Full path of a model of ``kind`` listed by :func:`list_models` (or an absolute path); a clear error when
+    missing."""
+    if _embedded(name, kind) is not None:
+        return str(_embedded(name, kind))
     if os.path.isabs(name) and os.path.exists(name):
         return name
     for root in roots():

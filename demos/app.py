@@ -1,6 +1,7 @@
 """The AToken Gradio demo: `python demos/app.py --model DIR` (the same as `atoken demo --model DIR`).
 
-Tabs: Image (reconstruction, error map, PSNR/SSIM, latent colours, continuous vs FSQ), Video (H.264 reconstruction,
+Tabs: Image (before/after sliders for the continuous and FSQ reconstructions, a PSNR/SSIM table, error map,
+latent colours), Video (H.264 reconstruction,
 PSNR per frame), 3D (mesh -> Gaussian splat, 3D PSNR; the embedded or a --gs-decoder Gaussian decoder), Tokens
 (FSQ index maps, codebook usage),
 Understanding (zero-shot labels; needs --text-model) and Generation (filled in by generator pipelines). The UI is

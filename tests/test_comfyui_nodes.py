@@ -1,14 +1,19 @@
 """The ComfyUI node pack without ComfyUI: ``folder_paths`` is stubbed with a temporary models/input/output tree.
 Nodes run on a real photograph (scikit-image) with the official-format tiny weights."""
 
+import json
 import shutil
 import sys
 import types
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
-from tests.conftest import real_image
+from tests.conftest import RUN_TO_RUN, real_image
+
+WORKFLOWS = Path(__file__).resolve().parents[1] / "comfyui_nodes" / "example_workflows"
 
 
 @pytest.fixture()
@@ -39,6 +44,31 @@ def _images(n=2):
     return (x.permute(0, 2, 3, 1) + 1) / 2  # ComfyUI IMAGE: (B, H, W, C) in [0, 1]
 
 
+def _photo(height=360, width=424, frames=1):
+    """scikit-image's astronaut at native resolution, sides not multiples of 16; ``frames`` pan over it."""
+    from skimage import data
+
+    photo = torch.from_numpy(data.astronaut()).float() / 255
+    return torch.stack([photo[8 * i : 8 * i + height, 4 * i : 4 * i + width] for i in range(frames)])
+
+
+def _builtin_roundtrip(vae, pixels, tiled=False):
+    """What ComfyUI's VAEEncode -> VAEDecode (or the Tiled pair at tile 256, overlap 64) do with a VAE object."""
+    if tiled:
+        z = vae.encode_tiled(pixels[..., :3], tile_x=256, tile_y=256, overlap=64, tile_t=64, overlap_t=8)
+        images = vae.decode_tiled(z, tile_x=256 // 16, tile_y=256 // 16, overlap=64 // 16, tile_t=16, overlap_t=2)
+    else:
+        z = vae.encode(pixels[..., :3])
+        images = vae.decode(z)
+    return z, images.reshape(-1, *images.shape[-3:]) if images.ndim == 5 else images
+
+
+def _direct(model, pixels, **options):
+    """The model's own reconstruction of (B, H, W, 3) frames/images, as an IMAGE batch."""
+    with torch.no_grad():
+        return ((model(pixels.movedim(-1, 1) * 2 - 1, **options).sample.clamp(-1, 1) + 1) / 2).movedim(1, -1)
+
+
 def test_loader_lists_folders_and_official_pairs(comfy):
     options = comfy.nodes.ATokenLoader.INPUT_TYPES()["required"]["model"][0]
     # the shipped models come first: continuous, then FSQ (so the Tokenize nodes work with no download)
@@ -65,16 +95,41 @@ def test_encode_decode_nodes_match_the_model(comfy):
 
 
 def test_builtin_vae_nodes_can_use_it(comfy):
-    """What VAEEncode / VAEDecode / VAEDecodeTiled do with a VAE object."""
+    """What VAEEncode / VAEDecode / VAEDecodeTiled do with a VAE object: AToken looks like Wan 2.2's VAE."""
     _, vae = comfy.nodes.ATokenLoader().load("tiny", "fp32", "cpu")
-    pixels = torch.cat([_images(), torch.ones(2, 64, 80, 1)], dim=-1)  # RGBA input: VAEEncode drops alpha
-    z = vae.encode(pixels[:, :, :, :3])
-    assert z.shape == (2, 12, 4, 5) and vae.spacial_compression_decode() == 16 and vae.temporal_compression_decode() == 4
-    images = vae.decode(z)
-    assert images.shape == (2, 64, 80, 3)
+    assert vae.latent_dim == 3 and vae.spacial_compression_decode() == 16 and vae.temporal_compression_decode() == 4
+    assert [vae.downscale_ratio[0](n) for n in (1, 4, 5, 9, 81)] == [1, 1, 2, 3, 21]  # comfy.sd's Wan 2.2 formulas
+    assert [vae.upscale_ratio[0](t) for t in (1, 2, 3, 21)] == [1, 5, 9, 81]
+    z, images = _builtin_roundtrip(vae, torch.cat([_images(1), torch.ones(1, 64, 80, 1)], dim=-1))  # RGBA input
+    assert z.shape == (1, 12, 1, 4, 5) and images.shape == (1, 64, 80, 3)
+    # one image is a 1-frame video, whose zero padding frames make it exactly the image path
+    torch.testing.assert_close(z[:, :, 0], vae.encode_images(_images(1)), **RUN_TO_RUN)
     big = vae.encode(((real_image(160, 160).permute(0, 2, 3, 1) + 1) / 2))
     tiled = vae.decode_tiled(big, tile_x=128 // 16, tile_y=128 // 16, overlap=32 // 16)
     assert (tiled - vae.decode(big)).abs().max() < 0.5 and not vae.model.use_tiling
+
+
+def test_every_vae_path_centre_crops_like_comfyui(comfy):
+    """424 x 360 -> 416 x 352 through VAEEncode/VAEDecode, the Tiled pair, AToken Encode/Decode and Tokenize: the
+    crop is ComfyUI's (vae_encode_crop_pixels: (size % 16) // 2 off the top/left), so results line up with it."""
+    handle, vae = comfy.nodes.ATokenLoader().load("tiny", "fp32", "cpu")
+    photo = _photo()
+    crop = photo[:, 4:356, 4:420]
+    assert torch.equal(vae.vae_encode_crop_pixels(photo), crop)
+    for tiled, options in ((False, {}), (True, dict(tiling=True, tile_sample_min_size=256, tile_overlap_factor=0.25))):
+        z, images = _builtin_roundtrip(vae, photo, tiled=tiled)
+        assert z.shape == (1, 12, 1, 22, 26) and images.shape == (1, 352, 416, 3)
+        torch.testing.assert_close(images, _direct(handle.model, crop, **options), atol=1e-5, rtol=0)
+    (latent,) = comfy.nodes.ATokenEncode().encode(handle, photo)
+    (decoded,) = comfy.nodes.ATokenDecode().decode(handle, latent)
+    assert latent["samples"].shape == (1, 12, 22, 26)
+    torch.testing.assert_close(decoded, _direct(handle.model, crop), atol=1e-5, rtol=0)
+    fsq, _ = comfy.nodes.ATokenLoader().load("tiny-fsq", "fp32", "cpu")
+    (tokens,) = comfy.nodes.ATokenTokenize().tokenize(fsq, photo)
+    with torch.no_grad():
+        assert torch.equal(tokens, fsq.model.tokenize(crop.movedim(-1, 1) * 2 - 1))
+    with pytest.raises(ValueError, match="image height is 10 px but AToken needs at least 16"):
+        vae.encode(torch.zeros(1, 10, 40, 3))
 
 
 def test_oom_falls_back_to_tiles(comfy, monkeypatch):
@@ -91,17 +146,27 @@ def test_oom_falls_back_to_tiles(comfy, monkeypatch):
         return real(latents, **options)
 
     monkeypatch.setattr(vae, "_decode", flaky)
-    assert vae.decode(z).shape == (1, 64, 80, 3) and calls == [False, True]
+    assert vae.decode(z).shape == (1, 1, 64, 80, 3) and calls == [False, True]
 
 
-def test_video_latents_and_frames(comfy):
+def test_video_follows_wan22_frame_counts(comfy):
+    """A batch of frames is one video: 4k + 1 frames -> k + 1 latent frames -> 4k + 1 frames, equal to the model's
+    own reconstruction; frames past the last 4k + 1 are dropped (as ComfyUI does for Wan 2.2)."""
     handle, vae = comfy.nodes.ATokenLoader().load("tiny", "fp32", "cpu")
-    frames = _images(1).repeat(9, 1, 1, 1)
-    (latent,) = comfy.nodes.ATokenEncode().encode(handle, frames, as_video=True)
-    assert latent["samples"].shape == (1, 12, 3, 4, 5)  # 9 frames -> 3 latent frames
+    frames = _photo(64, 80, frames=11)
+    z, video = _builtin_roundtrip(vae, frames[:9])
+    assert z.shape == (1, 12, 3, 4, 5) and video.shape == (9, 64, 80, 3)
+    with torch.no_grad():
+        direct = handle.model(frames[:9].movedim(-1, 0)[None] * 2 - 1).sample.clamp(-1, 1)  # (1, 3, 9, H, W)
+    torch.testing.assert_close(video, ((direct[0] + 1) / 2).movedim(0, -1), atol=1e-5, rtol=0)
+    z11, video11 = _builtin_roundtrip(vae, frames)
+    torch.testing.assert_close(z11, z, **RUN_TO_RUN)
+    assert video11.shape == (9, 64, 80, 3)
+    (latent,) = comfy.nodes.ATokenEncode().encode(handle, frames[:9], as_video=True)
     (decoded,) = comfy.nodes.ATokenDecode().decode(handle, latent)
-    assert decoded.shape == (12, 64, 80, 3)
-    assert vae.decode(latent["samples"]).shape == (1, 12, 64, 80, 3)  # VAEDecode then folds frames into the batch
+    torch.testing.assert_close(latent["samples"], z, **RUN_TO_RUN)
+    torch.testing.assert_close(decoded, video, **RUN_TO_RUN)
+    assert vae.decode(torch.cat([z, z])).shape == (2, 9, 64, 80, 3)  # two videos; VAEDecode joins their frames
 
 
 def test_tokens_embed_and_zero_shot(comfy, tmp_path):
@@ -131,7 +196,9 @@ def test_mesh_to_splat_node(comfy, parity_dir):
 
     load_original_gaussian_decoder(parity_dir / "gs_decoder.pt", parity_dir / "gs_config.yaml").save_pretrained(
         comfy.models / "gs")
-    assert comfy.nodes.ATokenMeshToSplat.INPUT_TYPES()["required"]["gs_decoder"][0] == ["gs"]
+    # the shipped decoder comes first, so the 3D example workflow runs with no download
+    assert comfy.nodes.ATokenMeshToSplat.INPUT_TYPES()["required"]["gs_decoder"][0] == ["(embedded default)", "gs"]
+    assert comfy.nodes.paths.resolve("(embedded default)", "gaussian_decoder").endswith("atoken-small-gs")
     shutil.copy(media_mesh("Bunny.obj"), comfy.root / "input" / "bunny.obj")
     handle, _ = comfy.nodes.ATokenLoader().load("tiny", "fp32", "cpu")
     out = comfy.nodes.ATokenMeshToSplat().convert(handle, "gs", "bunny.obj", "atoken/bunny")
@@ -171,3 +238,31 @@ def test_embedded_default_is_offered_when_the_package_ships_one(comfy, monkeypat
     assert handle.model.config.latent_channels == 12
     monkeypatch.setattr(weights, "DEFAULT_MODEL_DIR", converted_dirs["plain"] / "absent")
     assert "(embedded default)" not in comfy.nodes.ATokenLoader.INPUT_TYPES()["required"]["model"][0]
+    monkeypatch.setattr(weights, "DEFAULT_GS_DECODER_DIR", converted_dirs["plain"] / "absent")
+    assert comfy.nodes.paths.list_models("gaussian_decoder") == []
+
+
+@pytest.mark.parametrize("name", ["image", "video", "tokens", "3d"])
+def test_example_workflow_is_consistent(comfy, name):
+    """Links join matching types both ways, and the pack's nodes carry one valid value per widget (the model lists
+    offer the embedded defaults the workflows name, so they run with no download)."""
+    workflow = json.loads((WORKFLOWS / f"{name}.json").read_text())
+    nodes = {node["id"]: node for node in workflow["nodes"]}
+    assert workflow["last_node_id"] == max(nodes) and workflow["last_link_id"] == len(workflow["links"])
+    for link, src, src_slot, dst, dst_slot, kind in workflow["links"]:
+        assert nodes[src]["outputs"][src_slot]["type"] == kind and link in nodes[src]["outputs"][src_slot]["links"]
+        assert nodes[dst]["inputs"][dst_slot]["type"] == kind and nodes[dst]["inputs"][dst_slot]["link"] == link
+    pack = comfy.pack.NODE_CLASS_MAPPINGS
+    used = [node for node in workflow["nodes"] if node["type"] in pack]
+    assert used and any(node["type"] == "ATokenLoader" for node in used)
+    for node in used:
+        cls = pack[node["type"]]
+        spec = cls.INPUT_TYPES()["required"]
+        widgets = [key for key, value in spec.items()
+                   if isinstance(value[0], list) or value[0] in ("INT", "FLOAT", "STRING", "BOOLEAN")]
+        values = node.get("widgets_values", [])
+        assert len(values) == len(widgets), node["type"]
+        for key, value in zip(widgets, values):
+            assert value in spec[key][0] if isinstance(spec[key][0], list) else value is not None, (node["type"], key)
+        assert [out["type"] for out in node["outputs"]] == list(cls.RETURN_TYPES)
+        assert {i["name"] for i in node["inputs"]} <= set(spec)

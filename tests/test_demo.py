@@ -22,7 +22,7 @@ pytest.importorskip("trimesh")
 from atoken_diffusers.demo import visuals  # noqa: E402
 from atoken_diffusers.demo.examples import bundled_examples  # noqa: E402
 from atoken_diffusers.utils.media import load_image, load_video, save_video  # noqa: E402
-from atoken_diffusers.utils.metrics import psnr  # noqa: E402
+from atoken_diffusers.utils.metrics import psnr, ssim  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -48,7 +48,8 @@ def launch_demo(root: Path, converted_dirs, parity_dir, text_model: bool = True)
 
     gs = root / "gs"
     load_original_gaussian_decoder(parity_dir / "gs_decoder.pt", parity_dir / "gs_config.yaml").save_pretrained(gs)
-    argv = ["--model", str(converted_dirs["fsq"]), "--gs-decoder", str(gs), "--port", str(free_port())]
+    argv = ["--model", str(converted_dirs["fsq"]), "--model", str(converted_dirs["plain"]), "--gs-decoder", str(gs),
+            "--port", str(free_port())]
     if text_model:
         words = ["cat", "dog", "rocket", "astronaut", "a photo of the video rendering good close up"]
         argv += ["--text-model", str(make_siglip_text_tower(words, root / "text"))]
@@ -99,25 +100,44 @@ def test_model_info(served, converted_dirs):
     assert "12 latent channels" in text and "FSQ 2 codebooks x 4096 codes" in text
 
 
+def _table(value) -> dict[str, dict]:
+    """A Dataframe output as {first column: row as {header: cell}}."""
+    return {row[0]: dict(zip(value["headers"], row)) for row in value["data"]}
+
+
 def test_image_reconstruction(served, converted_dirs):
     path = skimage_file("chelsea.png")
-    original, cont, disc, err, latent, metrics = _predict(served, str(converted_dirs["fsq"]), Path(path),
-                                                          api_name="/reconstruct_image")
+    cont, disc, err, latent, table, summary = _predict(served, str(converted_dirs["fsq"]), Path(path),
+                                                       api_name="/reconstruct_image")
     x = load_image(path)
-    assert torch.equal(load_image(original), x)  # PNG out: exactly the pixels that were scored
-    shown = {name: load_image(p) for name, p in (("continuous", cont), ("discrete", disc))}
-    for name, rec in shown.items():
+    assert torch.equal(load_image(cont[0]), x) and torch.equal(load_image(disc[0]), x)  # before = the original
+    rows = _table(table)
+    assert list(rows) == ["continuous", "FSQ tokens"]
+    shown = {"continuous": load_image(cont[1]), "FSQ tokens": load_image(disc[1])}
+    for name, rec in shown.items():  # PNG out: the table scores exactly the pixels shown after the slider
         assert rec.shape == x.shape
-        assert psnr(rec, x) == pytest.approx(metrics[name]["psnr"], abs=1e-3)
+        assert psnr(rec, x) == pytest.approx(rows[name]["PSNR (dB)"], abs=1e-3)
+        assert ssim(rec, x) == pytest.approx(rows[name]["SSIM"], abs=1e-3)
+        assert rows[name]["latent grid"] == "19 x 29"
+    assert rows["continuous"]["per cell"] == "12 channels"
+    assert rows["FSQ tokens"]["per cell"] == "2 codebooks x 4096 codes"
     for picture in (err, latent):
         assert load_image(picture).shape == x.shape
     model = _model(converted_dirs)
     with torch.inference_mode():
         z = model.encode(x).latent_dist.mode()
-        direct = {"continuous": model.decode(z).sample[..., :300, :451], "discrete": model(x).sample}
+        direct = {"continuous": model.decode(z).sample[..., :300, :451], "FSQ tokens": model(x).sample}
     for name, rec in direct.items():  # the library's own reconstruction, unrounded
-        assert psnr(rec.clamp(-1, 1), x) == pytest.approx(metrics[name]["psnr"], abs=0.02)
-    assert metrics["latent"] == [12, 19, 29] and metrics["size"] == [300, 451]
+        assert psnr(rec.clamp(-1, 1), x) == pytest.approx(rows[name]["PSNR (dB)"], abs=0.02)
+    assert z.shape[1:] == (12, 19, 29) and summary == "**chelsea.png**: 451 x 300 px"
+
+
+def test_image_reconstruction_without_fsq(served, converted_dirs):
+    cont, disc, *_, table, _ = _predict(served, str(converted_dirs["plain"]), Path(skimage_file()),
+                                        api_name="/reconstruct_image")
+    assert disc is None and list(_table(table)) == ["continuous"]
+    assert psnr(load_image(cont[1]), load_image(cont[0])) == pytest.approx(_table(table)["continuous"]["PSNR (dB)"],
+                                                                          abs=1e-3)
 
 
 @pytest.mark.parametrize("discrete", [False, True])
@@ -215,8 +235,9 @@ def test_bad_uploads_give_messages_and_the_app_keeps_serving(served, converted_d
             _predict(served, *args, api_name=api)
         assert "Traceback" not in str(caught.value)
     # Still serving, and serving right: the reported score is the one of the image it returns.
-    _, cont, *_, metrics = _predict(served, model, Path(skimage_file()), api_name="/reconstruct_image")
-    assert psnr(load_image(cont), load_image(skimage_file())) == pytest.approx(metrics["continuous"]["psnr"], abs=1e-3)
+    cont, *_, table, _ = _predict(served, model, Path(skimage_file()), api_name="/reconstruct_image")
+    assert psnr(load_image(cont[1]), load_image(skimage_file())) == pytest.approx(
+        _table(table)["continuous"]["PSNR (dB)"], abs=1e-3)
 
 
 def test_without_model_or_extras_the_page_explains(monkeypatch, parity_dir):
@@ -247,9 +268,11 @@ def test_embedded_default_is_listed_first(monkeypatch, converted_dirs):
     from atoken_diffusers.demo import ModelStore
 
     monkeypatch.setattr("atoken_diffusers.demo.models.default_model_dir",
-                        lambda discrete=False: None if discrete else converted_dirs["plain"])
-    store = ModelStore([str(converted_dirs["fsq"])])
-    assert store.choices()[0] == ("embedded default", str(converted_dirs["plain"]))
+                        lambda discrete=False: converted_dirs["fsq" if discrete else "plain"])
+    store = ModelStore(["~/mine"])
+    assert store.choices() == [("plain (embedded, continuous)", str(converted_dirs["plain"])),
+                               ("fsq (embedded, FSQ tokens)", str(converted_dirs["fsq"])),
+                               (str(Path("~/mine").expanduser()), str(Path("~/mine").expanduser()))]
     assert store.default == str(converted_dirs["plain"])
 
 

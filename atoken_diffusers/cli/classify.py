@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-import torch
-
-from .common import DTYPES, load_model
+from .common import DTYPE_CHOICES, load_model
 
 
 def add_parser(sub) -> None:
@@ -18,13 +16,15 @@ def add_parser(sub) -> None:
     p.add_argument("--text-model", required=True, help="local folder with a SigLIP2/SigLIP text model and tokenizer")
     p.add_argument("--templates", default=None, help='";"-separated prompt templates with {} (default: built-in set)')
     p.add_argument("--top-k", type=int, default=5)
-    p.add_argument("--dtype", choices=sorted(DTYPES), default="fp32")
+    p.add_argument("--dtype", choices=DTYPE_CHOICES, default="fp32")
     p.add_argument("--device")
     p.add_argument("--max-frames", type=int, default=16)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> None:
+    import torch
+
     from ..understanding import TEMPLATES, TextTower, ZeroShotClassifier
     from ..utils.media import is_video, load_image, load_video
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .common import DTYPES
+from .common import DTYPE_CHOICES, info
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -19,7 +19,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to serve on (0.0.0.0 exposes it to the network)")
     p.add_argument("--port", type=int, default=None, help="port (default: Gradio's, 7860 or the next free one)")
     p.add_argument("--share", action="store_true", help="also open a public Gradio share link (off by default)")
-    p.add_argument("--dtype", choices=sorted(DTYPES), default="fp32")
+    p.add_argument("--dtype", choices=DTYPE_CHOICES, default="fp32")
     p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
     p.add_argument("--max-upload-mb", type=float, default=100.0, help="largest accepted upload")
     p.add_argument("--max-image-side", type=int, default=1024, help="longer image sides are scaled down to this")
@@ -53,7 +53,7 @@ def run(args: argparse.Namespace, block: bool = True):
         except DemoInputError as err:
             raise SystemExit(str(err)) from None
     else:
-        print("no AToken model given and none embedded: the page explains how to add one (--model DIR).")
+        info(args, "no AToken model given and none embedded: the page explains how to add one (--model DIR).")
     limits = Limits(upload_mb=args.max_upload_mb, image_side=args.max_image_side, video_frames=args.max_frames,
                     video_seconds=args.max_video_seconds, video_side=args.max_video_side)
     return serve(store, limits, host=args.host, port=args.port, share=args.share, block=block)

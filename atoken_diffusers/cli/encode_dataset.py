@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import DTYPES
+from .common import DTYPE_CHOICES, progress_enabled, torch_dtype
 
 
 def add_parser(sub) -> None:
@@ -24,9 +24,10 @@ def add_parser(sub) -> None:
     p.add_argument("--videos", action="store_true", help="also encode the videos (separate video shards)")
     p.add_argument("--frames", type=int, default=16, help="frames per video clip (multiple of 4)")
     p.add_argument("--text-model", help="local SigLIP2 text folder: also store pooled caption embeddings")
-    p.add_argument("--dtype", choices=sorted(DTYPES), default="fp32")
+    p.add_argument("--dtype", choices=DTYPE_CHOICES, default="fp32")
     p.add_argument("--overwrite", action="store_true", help="replace shards of a different dataset/model in --out")
     p.set_defaults(func=run)
+
 
 def run(args: argparse.Namespace) -> None:
     from ..generation.data.encode_dataset import encode_dataset
@@ -35,7 +36,8 @@ def run(args: argparse.Namespace) -> None:
         summary = encode_dataset(args.data, args.model, args.out, resolution=args.resolution,
                                  shard_size=args.shard_size, batch_size=args.batch_size, videos=args.videos,
                                  frames=args.frames, text_model=args.text_model, overwrite=args.overwrite,
-                                 dtype=DTYPES[args.dtype], print_summary=True)
+                                 dtype=torch_dtype(args.dtype), print_summary=True,
+                                 progress=progress_enabled(args))
     except (ValueError, FileNotFoundError, FileExistsError) as err:
         raise SystemExit(f"atoken encode-dataset: {err}") from None
     return summary

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .common import DTYPES
+from .common import DTYPE_CHOICES
 
 
 def add_parser(sub) -> None:
@@ -21,7 +21,7 @@ def add_parser(sub) -> None:
     p.add_argument("--video", action="store_true", help="video graphs (5-D inputs) instead of image graphs")
     p.add_argument("--static", action="store_true", help="fix the shapes to the example input's")
     p.add_argument("--size", type=int, default=64, help="side of the example input in pixels (a multiple of 16)")
-    p.add_argument("--dtype", choices=sorted(DTYPES), default="fp32")
+    p.add_argument("--dtype", choices=DTYPE_CHOICES, default="fp32")
     p.add_argument("--output", required=True, help="output folder: encoder.onnx / decoder.onnx (or .pt2) inside")
     p.set_defaults(func=run)
 

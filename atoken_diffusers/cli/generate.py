@@ -11,7 +11,7 @@ import argparse
 import json
 from pathlib import Path
 
-from .common import DTYPES, pick_device
+from .common import DTYPE_CHOICES, pick_device, progress_enabled, torch_dtype
 
 
 def add_parser(sub) -> None:
@@ -33,7 +33,7 @@ def add_parser(sub) -> None:
     img.add_argument("--top-k", type=int, help="AR: top-k filtering")
     img.add_argument("--top-p", type=float, help="AR: nucleus filtering")
     img.add_argument("--out", required=True, help="image file; several images get -0, -1, ... before the suffix")
-    img.add_argument("--dtype", choices=sorted(DTYPES), default="fp32")
+    img.add_argument("--dtype", choices=DTYPE_CHOICES, default="fp32")
     img.add_argument("--device", help="cpu, cuda, ... (default: cuda when available)")
     img.set_defaults(func=run)
 
@@ -50,7 +50,7 @@ def add_parser(sub) -> None:
     vid.add_argument("--seed", type=int, default=0)
     vid.add_argument("--fps", type=float, default=16.0)
     vid.add_argument("--out", required=True, help="video file (.mp4)")
-    vid.add_argument("--dtype", choices=sorted(DTYPES), default="fp32")
+    vid.add_argument("--dtype", choices=DTYPE_CHOICES, default="fp32")
     vid.add_argument("--device", help="cpu, cuda, ... (default: cuda when available)")
     vid.set_defaults(func=run_video)
 
@@ -62,7 +62,7 @@ def add_parser(sub) -> None:
     obj.add_argument("--guidance", type=float, default=3.0, help="classifier-free guidance scale (1: off)")
     obj.add_argument("--threshold", type=float, default=0.0, help="occupancy logit threshold of stage 1")
     obj.add_argument("--seed", type=int, default=0)
-    obj.add_argument("--dtype", choices=sorted(DTYPES), default="fp32")
+    obj.add_argument("--dtype", choices=DTYPE_CHOICES, default="fp32")
     obj.add_argument("--device", help="cpu, cuda, ... (default: cuda when available)")
     obj.set_defaults(func=run_3d)
 
@@ -78,7 +78,10 @@ PIPELINES = {  # model_index.json class name -> (module, class) that loads it
 
 
 def load_pipeline(folder: str, dtype: str = "fp32", device: str | None = None,
-                  allowed: tuple[str, ...] = ("ATokenDiTPipeline", "ATokenARPipeline"), what: str = "image"):
+                  allowed: tuple[str, ...] = ("ATokenDiTPipeline", "ATokenARPipeline"), what: str = "image",
+                  progress: bool | None = False):
+    """The pipeline class named in ``folder``'s model_index.json (one of ``allowed``), loaded on ``device``; its
+    denoising bar follows ``progress`` (None: when stderr is a terminal, False: never)."""
     import importlib
 
     index = Path(folder) / "model_index.json"
@@ -89,8 +92,10 @@ def load_pipeline(folder: str, dtype: str = "fp32", device: str | None = None,
         raise SystemExit(f"--pipeline {folder} holds a {name}; atoken generate {what} runs {' or '.join(allowed)}.")
     module, cls_name = PIPELINES[name]
     cls = getattr(importlib.import_module(module), cls_name)
-    kwargs = {} if dtype == "fp32" else {"torch_dtype": DTYPES[dtype]}
-    return cls.from_pretrained(folder, **kwargs).to(pick_device(device))
+    kwargs = {} if dtype == "fp32" else {"torch_dtype": torch_dtype(dtype)}
+    pipe = cls.from_pretrained(folder, **kwargs).to(pick_device(device))
+    pipe.set_progress_bar_config(disable=None if progress is None else not progress)
+    return pipe
 
 
 def output_paths(out: str, count: int) -> list[Path]:
@@ -107,7 +112,7 @@ def run(args: argparse.Namespace) -> None:
 
     if args.class_id and args.class_name:
         raise SystemExit("pass --class-id or --class-name, not both.")
-    pipe = load_pipeline(args.pipeline, args.dtype, args.device)
+    pipe = load_pipeline(args.pipeline, args.dtype, args.device, progress=progress_enabled(args))
     is_dit = type(pipe).__name__ == "ATokenDiTPipeline"
     labels = args.class_id or args.class_name
     cfg = pipe.transformer.config
@@ -151,8 +156,8 @@ def run_video(args: argparse.Namespace) -> None:
     from ..utils.media import save_video
 
     pipe = load_pipeline(args.pipeline, args.dtype, args.device, what="video",
-                         allowed=("ATokenWanPipeline", "ATokenWanImageToVideoPipeline", "WanPipeline"))
-    pipe.set_progress_bar_config(disable=True)
+                         allowed=("ATokenWanPipeline", "ATokenWanImageToVideoPipeline", "WanPipeline"),
+                         progress=progress_enabled(args))
     kwargs = dict(prompt=args.prompt, negative_prompt=args.negative_prompt, num_inference_steps=args.steps,
                   guidance_scale=args.guidance, generator=torch.Generator(device="cpu").manual_seed(args.seed),
                   output_type="pt")
@@ -179,8 +184,8 @@ def run_video(args: argparse.Namespace) -> None:
 def run_3d(args: argparse.Namespace) -> None:
     import torch
 
-    pipe = load_pipeline(args.pipeline, args.dtype, args.device, allowed=("ATokenImageTo3DPipeline",), what="3d")
-    pipe.set_progress_bar_config(disable=True)
+    pipe = load_pipeline(args.pipeline, args.dtype, args.device, allowed=("ATokenImageTo3DPipeline",), what="3d",
+                         progress=progress_enabled(args))
     out = Path(args.out)
     if out.suffix.lower() not in (".ply", ".splat"):
         raise SystemExit(f"--out {out}: use a .ply (3D Gaussian Splatting) or .splat file name.")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .common import DTYPES
+from .common import DTYPE_CHOICES, info
 
 
 def add_parser(sub) -> None:
@@ -20,7 +20,7 @@ def add_parser(sub) -> None:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--videos", action="store_true", help="media: statistics of video latents instead of images")
     p.add_argument("--frames", type=int, default=16, help="media: frames per video clip")
-    p.add_argument("--dtype", choices=sorted(DTYPES), default="fp32")
+    p.add_argument("--dtype", choices=DTYPE_CHOICES, default="fp32")
     p.add_argument("--device", help="cpu, cuda, ... (default: cuda when available)")
     p.add_argument("--dry-run", action="store_true", help="print the statistics without writing them")
     p.set_defaults(func=run)
@@ -30,7 +30,11 @@ def run(args: argparse.Namespace) -> None:
     import torch
 
     from ..generation.data.image_folder import check_resolution
-    from ..generation.data.latent_stats import stats_from_media, stats_from_shards, write_latent_stats
+    from ..generation.data.latent_stats import (
+        stats_from_media,
+        stats_from_shards,
+        write_latent_stats,
+    )
     from ..generation.data.shards import MANIFEST, read_manifest
     from .common import load_model
 
@@ -43,7 +47,7 @@ def run(args: argparse.Namespace) -> None:
             source = f"shards {args.data[0]}"
             mean, std = stats_from_shards(args.data[0], "videos" if args.videos else "images")
             if Path(manifest["model"]["path"]).resolve() != model_dir.resolve():
-                print(f"note: the shards were encoded with {manifest['model']['path']}, not {model_dir}.")
+                info(args, f"note: the shards were encoded with {manifest['model']['path']}, not {model_dir}.")
         else:
             check_resolution(args.resolution)
             vae = load_model(str(model_dir), dtype=args.dtype, device=args.device)

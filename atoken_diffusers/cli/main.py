@@ -1,8 +1,12 @@
-"""The `atoken` command line."""
+"""The `atoken` command line.
+
+Building the parser imports only the light ``cli`` modules (argparse definitions): torch, diffusers and friends load
+inside each command's ``run``, so ``atoken --help`` and argument errors answer at once."""
 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
 from . import (
@@ -20,9 +24,31 @@ from . import (
     train_generator,
 )
 
+# bitsandbytes (imported by peft, which diffusers imports whenever it is installed) warns on CPUs with AVX512-BF16
+# that it could not fetch a 4-bit matmul kernel from the Hugging Face hub through the `kernels` package. No command
+# runs 4-bit matmuls on the CPU, and the advice it gives (install `kernels`) is wrong here, so this one message is
+# filtered; every other bitsandbytes message still shows.
+_BNB_CPU_LOGGER = "bitsandbytes.backends.cpu.ops"
+_BNB_KERNEL_MESSAGE = "Failed to load CPU gemm_4bit_forward"
+
+
+class _DropBitsandbytesKernelWarning(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(_BNB_KERNEL_MESSAGE)
+
+
+def quiet_third_party_noise() -> None:
+    """Install the bitsandbytes message filter once (idempotent; the logger need not exist yet)."""
+    logger = logging.getLogger(_BNB_CPU_LOGGER)
+    if not any(isinstance(f, _DropBitsandbytesKernelWarning) for f in logger.filters):
+        logger.addFilter(_DropBitsandbytesKernelWarning())
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="atoken", description="AToken for diffusers: convert, reconstruct, classify, train, generate, demo, check.")
+    parser.add_argument("-q", "--quiet", action="store_true",
+                        help="no progress bars or informational lines; only result lines (PSNR, 'wrote ...') and "
+                             "errors. Give it before the command: atoken --quiet reconstruct ...")
     sub = parser.add_subparsers(dest="command", required=True)
     for module in (convert, reconstruct, classify, pack3d, selftest, train, demo, encode_dataset, latent_stats,
                    train_generator, generate, export):
@@ -32,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    quiet_third_party_noise()
     args.func(args)
 
 

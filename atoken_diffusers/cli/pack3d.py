@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from .common import progress_enabled
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("pack-3d", help="render a mesh from many views and save its AToken voxel features")
@@ -17,6 +19,6 @@ def run(args: argparse.Namespace) -> None:
     from ..three_d.pipeline import pack_mesh
     from ..three_d.voxelize import save_voxel_features
 
-    coords, feats = pack_mesh(args.mesh, num_views=args.views)
+    coords, feats = pack_mesh(args.mesh, num_views=args.views, progress=progress_enabled(args))
     save_voxel_features(args.output, coords, feats)
     print(f"{args.mesh}: {coords.shape[0]} occupied voxels of 64^3 -> {args.output}")

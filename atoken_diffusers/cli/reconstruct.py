@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import argparse
 import time
+from contextlib import contextmanager
 
-import torch
-
-from .common import DTYPES, load_model
+from .common import DTYPE_CHOICES, load_model, progress_enabled, torch_dtype
 
 MESH_SUFFIXES = (".glb", ".gltf", ".obj", ".ply", ".stl")
 
@@ -22,9 +21,10 @@ def _reconstruct_mesh(args: argparse.Namespace, model) -> None:
         raise SystemExit("--gs-decoder DIR is needed to turn a mesh into Gaussians (convert 3d_decode_gs.pt first).")
     if not args.output.lower().endswith((".ply", ".splat")):
         raise SystemExit(f"--output {args.output}: a mesh reconstructs to a Gaussian splat, use .ply or .splat.")
-    gs = ATokenGaussianDecoder.from_pretrained(args.gs_decoder, torch_dtype=DTYPES[args.dtype]).to(model.device).eval()
+    gs = ATokenGaussianDecoder.from_pretrained(args.gs_decoder, torch_dtype=torch_dtype(args.dtype)).to(model.device).eval()
     start = time.perf_counter()
-    result = reconstruct_mesh(args.input, model, gs, num_views=args.views, eval_views=args.eval_views)
+    result = reconstruct_mesh(args.input, model, gs, num_views=args.views, eval_views=args.eval_views,
+                              progress=progress_enabled(args))
     save = result.gaussians.save_ply if args.output.lower().endswith(".ply") else result.gaussians.save_splat
     save(args.output)
     print(f"{args.input} ({result.coords.shape[0]} voxels) -> {args.output} ({result.gaussians.xyz.shape[0]} Gaussians): "
@@ -42,7 +42,7 @@ def add_parser(sub) -> None:
     p.add_argument("--gs-decoder", help="converted Gaussian decoder folder (meshes; default: the embedded one)")
     p.add_argument("--views", type=int, default=24, help="meshes: packing views on a sphere")
     p.add_argument("--eval-views", type=int, default=8, help="meshes: held-out views scored for the 3D PSNR")
-    p.add_argument("--dtype", choices=sorted(DTYPES), default="fp32")
+    p.add_argument("--dtype", choices=DTYPE_CHOICES, default="fp32")
     p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
     p.add_argument("--max-frames", type=int, default=64, help="read at most this many video frames")
     p.add_argument("--tiling", action="store_true", help="spatial tiles for large inputs (saves memory)")
@@ -50,7 +50,39 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
+@contextmanager
+def _tile_progress(model, frames: int | None, enabled: bool | None):
+    """A bar advanced by every encoder and decoder call, i.e. by every temporal (and spatial) tile the model runs;
+    its total is known unless spatial tiling decides the tile count from the size. Yields the bar; ``frames`` None
+    (an image: one tile each way) yields None and shows none."""
+    if frames is None:
+        yield None
+        return
+    from ..utils.progress import progress_bar
+
+    opts = model.inference_options()
+    total = None
+    if not opts.tiling:
+        encoder_tiles = -(-frames // model.config.temporal_tile_frames)
+        padded = -(-frames // 4) * 4
+        decoder_tiles = 1 if opts.decode_cache_frames else -(-padded // opts.decode_stride_frames)
+        total = encoder_tiles + decoder_tiles
+    with progress_bar(total=total, desc=f"reconstruct {frames} frames", unit="tile", enabled=enabled) as bar:
+
+        def count_tile(*_) -> None:  # returns None: a forward hook's non-None result would replace the output
+            bar.update(1)
+
+        hooks = [m.register_forward_hook(count_tile) for m in (model.encoder, model.decoder)]
+        try:
+            yield bar
+        finally:
+            for hook in hooks:
+                hook.remove()
+
+
 def run(args: argparse.Namespace) -> None:
+    import torch
+
     from ..utils.media import is_video, load_image, load_video, save_image, save_video
     from ..utils.media_sets import resolve_media
     from ..utils.metrics import psnr, ssim
@@ -77,7 +109,7 @@ def run(args: argparse.Namespace) -> None:
         x = load_image(args.input)
     x = x.to(model.device)
     start = time.perf_counter()
-    with torch.inference_mode():
+    with torch.inference_mode(), _tile_progress(model, x.shape[2] if video else None, progress_enabled(args)):
         if args.discrete:
             indices = model.tokenize(x)
             rec = model.decode(model.detokenize(indices)).sample

@@ -44,8 +44,10 @@ class ModelStore:
         self._lock = threading.Lock()
 
     def choices(self) -> list[tuple[str, str]]:
-        names = {self.embedded: "embedded default", self.embedded_discrete: "embedded default, FSQ tokens"}
-        return [(names.get(path, path), path) for path in self.listed]
+        """(label, folder) pairs for the selector; the embedded models say what they are, e.g.
+        "atoken-small-d (embedded, FSQ tokens)", other folders show their path."""
+        names = {self.embedded: "embedded, continuous", self.embedded_discrete: "embedded, FSQ tokens"}
+        return [(f"{Path(path).name} ({names[path]})" if path in names else path, path) for path in self.listed]
 
     @property
     def default(self) -> str | None:

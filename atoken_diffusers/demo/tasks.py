@@ -50,14 +50,35 @@ def decode_like(model, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return shown(rec[:, :, : x.shape[2]] if x.ndim == 5 else rec)
 
 
+IMAGE_TABLE_COLUMNS = ("reconstruction", "PSNR (dB)", "SSIM", "latent grid", "per cell")
+
+
 @dataclass
 class ImageResult:
+    """uint8 (H, W, 3) pictures and the scores of the shown reconstructions: ``metrics`` holds
+    {"continuous": {"psnr", "ssim"}, "discrete": ... (FSQ models), "latent": [C, h, w]} and ``table`` one row per
+    reconstruction in :data:`IMAGE_TABLE_COLUMNS` order, for display."""
+
     original: np.ndarray
     continuous: np.ndarray
     discrete: np.ndarray | None
     error: np.ndarray
     latent: np.ndarray
     metrics: dict = field(default_factory=dict)
+    table: list[list] = field(default_factory=list)
+
+
+def image_table(metrics: dict, quantizer=None) -> list[list]:
+    """Rows of (reconstruction, PSNR, SSIM, latent grid "h x w", what one cell holds) for ``reconstruct_image``'s
+    metrics: the continuous latent and, when scored, the FSQ tokens of ``quantizer``."""
+    channels, h, w = metrics["latent"][:3]
+    grid = f"{h} x {w}"
+    rows = [["continuous", metrics["continuous"]["psnr"], metrics["continuous"]["ssim"], grid,
+             f"{channels} channels"]]
+    if "discrete" in metrics:
+        rows.append(["FSQ tokens", metrics["discrete"]["psnr"], metrics["discrete"]["ssim"], grid,
+                     f"{quantizer.num_codebooks} codebooks x {quantizer.codebook_size} codes"])
+    return rows
 
 
 @torch.inference_mode()
@@ -76,8 +97,9 @@ def reconstruct_image(model, x: torch.Tensor, progress=_noop) -> ImageResult:
         metrics["discrete"] = scores(disc, x)
     latent = visuals.upscale(visuals.latent_pca(z), model.spatial_compression_ratio)[: x.shape[-2], : x.shape[-1]]
     progress(1.0, desc="done")
+    table = image_table(metrics, model.quantizer)
     return ImageResult(to_uint8(x[0]), to_uint8(cont[0]), None if disc is None else to_uint8(disc[0]),
-                       visuals.error_map(cont, x), latent, metrics)
+                       visuals.error_map(cont, x), latent, metrics, table)
 
 
 @dataclass

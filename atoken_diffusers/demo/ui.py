@@ -81,20 +81,43 @@ def _examples(paths: list[str], inputs, label: str = "Examples") -> None:
         gr.Examples([[p] for p in paths], inputs=inputs, label=label, cache_examples=False)
 
 
+def _image_input(elem_id: str, height: int) -> gr.Image:
+    """An image upload box with preview that hands the handler the uploaded file itself, unopened, so that
+    :func:`.inputs.read_image` checks it and explains what is wrong: gr.Image's own reading would fail first on a
+    damaged or non-image file, with a bare "Error". (Set on the instance: a gr.Image subclass would make Gradio write a
+    .pyi stub next to this module at import.)"""
+    box = gr.Image(label="Image", type="filepath", image_mode=None, sources=["upload", "clipboard"], height=height,
+                   elem_id=elem_id)
+    gradio_reading = box.preprocess
+
+    def uploaded_file(payload):
+        if payload is None or payload.path is None:  # a pasted data URL: let gr.Image write it to a file
+            return gradio_reading(payload)
+        return payload.path
+
+    box.preprocess = uploaded_file
+    return box
+
+
 def _image_tab(store: ModelStore, limits: Limits, model_box, examples) -> None:
-    gr.Markdown("Reconstruct a picture through the continuous latent and, for FSQ models, the discrete tokens. "
-                + limits.image_text())
+    gr.Markdown("Reconstruct a picture through the continuous latent and, for FSQ models, the discrete tokens; drag "
+                "the sliders to compare with the original. " + limits.image_text())
     with gr.Row():
-        upload = _file_input("Image", IMAGE_SUFFIXES, "image-input")
+        upload = _image_input("image-input", height=360)
         with gr.Column():
             run = gr.Button("Reconstruct", variant="primary", elem_id="image-run")
-            metrics = gr.JSON(label="PSNR / SSIM (dB, [0, 1])", elem_id="image-metrics")
+            summary = gr.Markdown(elem_id="image-summary")
+            table = gr.Dataframe(headers=list(tasks.IMAGE_TABLE_COLUMNS), label="Scores of the shown reconstructions",
+                                 interactive=False, wrap=True, column_widths=["25%", "15%", "12%", "16%", "32%"],
+                                 elem_id="image-metrics")
     with gr.Row():
-        original = gr.Image(label="Original", format="png", elem_id="image-original")
-        continuous = gr.Image(label="Continuous reconstruction", format="png", elem_id="image-continuous")
-        discrete = gr.Image(label="Discrete (FSQ) reconstruction (FSQ models only)", format="png")
+        continuous = gr.ImageSlider(label="Original | continuous reconstruction", format="png", type="filepath",
+                                    elem_id="image-slider")
+        discrete = gr.ImageSlider(label="Original | FSQ tokens reconstruction (FSQ models only)", format="png",
+                                  type="filepath", elem_id="image-slider-fsq")
     with gr.Row():
-        error = gr.Image(label="Error map of the continuous reconstruction (|error|, bright = 0.25)", format="png")
+        error = gr.Image(label="Error map of the continuous reconstruction (|error|, bright = 0.25)", format="png",
+                         elem_id="image-error")
         latent = gr.Image(label="Latent: 3 principal components of the channels as RGB", format="png")
     _examples(examples, [upload])
 
@@ -103,10 +126,16 @@ def _image_tab(store: ModelStore, limits: Limits, model_box, examples) -> None:
         model = store.autoencoder(model_name)
         x, info = read_image(path, limits)
         r = tasks.reconstruct_image(model, x, progress)
-        return r.original, r.continuous, r.discrete, r.error, r.latent, {**info, **r.metrics}
+        (h, w), (uh, uw) = info["size"], info["uploaded_size"]
+        text = f"**{info['file']}**: {w} x {h} px" + (f" (scaled down from {uw} x {uh})" if (h, w) != (uh, uw) else "")
+        fsq = None if r.discrete is None else (r.original, r.discrete)
+        table_value = pd.DataFrame(r.table, columns=list(tasks.IMAGE_TABLE_COLUMNS))
+        return (r.original, r.continuous), fsq, r.error, r.latent, table_value, text
 
-    run.click(reconstruct, [model_box, upload], [original, continuous, discrete, error, latent, metrics],
-              api_name="reconstruct_image", concurrency_id=HEAVY)
+    done = run.click(reconstruct, [model_box, upload], [continuous, discrete, error, latent, table, summary],
+                     api_name="reconstruct_image", concurrency_id=HEAVY)
+    # The FSQ slider shows only for FSQ models; a page-only step, so that API results stay plain values.
+    done.success(lambda pair: gr.ImageSlider(visible=pair is not None), discrete, discrete, api_visibility="private")
 
 
 def _video_tab(store: ModelStore, limits: Limits, model_box, examples, outputs: OutputFolder) -> None:
@@ -173,7 +202,7 @@ def _tokens_tab(store: ModelStore, limits: Limits, model_box, examples) -> None:
     gr.Markdown("FSQ tokens of a picture (FSQ models only): one colour per code, one map per codebook, and how much "
                 "of each codebook the picture uses. " + limits.image_text())
     with gr.Row():
-        upload = _file_input("Image", IMAGE_SUFFIXES, "tokens-input")
+        upload = _image_input("tokens-input", height=300)
         run = gr.Button("Tokenize", variant="primary")
     maps = gr.Gallery(label="Index maps (one per codebook)", columns=4, format="png")
     usage = gr.Dataframe(label="Codebook usage")

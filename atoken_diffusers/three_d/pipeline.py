@@ -35,11 +35,13 @@ class MeshReconstruction:
     targets: torch.Tensor  # (V, 3, H, W) mesh renders at the same views
 
 
-def pack_mesh(mesh: str | os.PathLike | ColoredMesh, num_views: int = NUM_VIEWS, size: int = IMAGE_SIZE):
-    """(N, 3) occupied voxel indices and (N, 768) features in [0, 1] of a mesh file (or loaded mesh)."""
+def pack_mesh(mesh: str | os.PathLike | ColoredMesh, num_views: int = NUM_VIEWS, size: int = IMAGE_SIZE,
+              progress: bool | None = False):
+    """(N, 3) occupied voxel indices and (N, 768) features in [0, 1] of a mesh file (or loaded mesh). ``progress``
+    counts the rendered views (None: a bar when stderr is a terminal; False, the default: none)."""
     mesh = mesh if isinstance(mesh, ColoredMesh) else load_mesh(mesh)
     cameras = sphere_cameras(num_views, size=size)
-    renders = render_mesh(mesh, cameras)
+    renders = render_mesh(mesh, cameras, progress=progress)
     if renders.points.shape[0] == 0:
         raise ValueError("no view of the mesh hit its surface; is it empty or degenerate?")
     coords = occupied_voxels(renders.points)
@@ -65,11 +67,12 @@ def render_views(gaussians: Gaussians, cameras: list[Camera], background: float 
 
 @torch.no_grad()
 def reconstruct_mesh(mesh: str | os.PathLike, atoken, gs_decoder, num_views: int = NUM_VIEWS,
-                     eval_views: int = 8, size: int = IMAGE_SIZE) -> MeshReconstruction:
+                     eval_views: int = 8, size: int = IMAGE_SIZE, progress: bool | None = False) -> MeshReconstruction:
     """Full path from a mesh file to Gaussians, scored at ``eval_views`` held-out cameras (between the packing
-    views on the sphere) against the mesh's own renders, on a black background."""
+    views on the sphere) against the mesh's own renders, on a black background. ``progress`` as in
+    :func:`pack_mesh` (it counts the packing views)."""
     colored = load_mesh(mesh)
-    coords, feats = pack_mesh(colored, num_views, size)
+    coords, feats = pack_mesh(colored, num_views, size, progress=progress)
     gaussians = gaussians_from_voxels(atoken, gs_decoder, coords, feats)
     cameras = sphere_cameras(eval_views, size=size, offset=0.5)
     targets = render_mesh(colored, cameras).rgb

@@ -24,6 +24,7 @@ from safetensors.torch import save_file
 
 from ...utils.atomic import atomic_path, remove_stale_temps, write_atomically
 from ...utils.media_sets import captions_for
+from ...utils.progress import progress_bar
 from .image_folder import check_resolution, load_batch, scan_labelled
 from .shards import FORMAT, MANIFEST
 
@@ -127,7 +128,8 @@ class ShardEncoder:
         self.batch_size, self.text_tower = batch_size, text_tower
 
     @torch.no_grad()
-    def encode(self, kind: str, i: int, pause: bool = False) -> Path:
+    def encode(self, kind: str, i: int, pause: bool = False, bar=None) -> Path:
+        """Write shard ``i`` of ``kind``; ``bar`` (a progress bar) advances by the files of each batch."""
         entry, size = self.plan["kinds"][kind], self.plan["shard_size"]
         files = [self.data / f for f in entry["files"][i * size:(i + 1) * size]]
         labels = entry["labels"][i * size:(i + 1) * size]
@@ -142,6 +144,8 @@ class ShardEncoder:
                 raise FloatingPointError(f"NaN/Inf latents for {[str(f) for f in chunk]}; with --dtype fp16 try bf16 "
                                          "or fp32.")
             parts["latents"].append(mean.float().cpu())
+            if bar is not None:
+                bar.update(len(chunk))
             if vae.quantizer is not None:
                 parts["indices"].append(vae.quantizer.quantize(mean.movedim(1, -1))[1].movedim(-1, 1).cpu())
             if self.text_tower is not None:
@@ -187,11 +191,14 @@ def write_manifest(out: Path, plan: dict, model_dir: Path, vae, text_dim: int | 
 
 def encode_dataset(data, model, out, resolution: int = 256, shard_size: int = 256, batch_size: int = 16,
                    videos: bool = False, frames: int = 16, text_model: str | None = None, overwrite: bool = False,
-                   dtype: torch.dtype = torch.float32, accelerator=None, print_summary: bool = False) -> dict:
+                   dtype: torch.dtype = torch.float32, accelerator=None, print_summary: bool = False,
+                   progress: bool | None = False) -> dict:
     """Encode ``data`` (a folder with one sub-folder per class) into shards under ``out``.
 
     Run it in one process or under ``accelerate launch`` (each process takes every W-th shard). Returns a summary:
     ``{"shards": total, "encoded": written by this run (all processes), "skipped": already complete, "out": path}``.
+    ``progress``: a bar over this process's files on the main process (None: when stderr is a terminal; False, the
+    default: none).
     """
     from accelerate import Accelerator
 
@@ -219,12 +226,18 @@ def encode_dataset(data, model, out, resolution: int = 256, shard_size: int = 25
     mine = jobs[acc.process_index::acc.num_processes]
     pause_after = int(os.environ.get(PAUSE_ENV, "-1"))
     encoded = skipped = 0
-    for kind, i in mine:
-        if shard_is_done(out / shard_name(kind, i), plan["id"]):
-            skipped += 1
-            continue
-        encoder.encode(kind, i, pause=encoded == pause_after)
-        encoded += 1
+    size = plan["shard_size"]
+    files_of = {(k, i): len(plan["kinds"][k]["files"][i * size:(i + 1) * size]) for k, i in mine}
+    with progress_bar(total=sum(files_of.values()), desc=f"encode-dataset ({len(mine)} shards)", unit="file",
+                      enabled=progress if acc.is_main_process else False) as bar:
+        for kind, i in mine:
+            if shard_is_done(out / shard_name(kind, i), plan["id"]):
+                skipped += 1
+                bar.update(files_of[kind, i])
+                continue
+            bar.set_postfix_str(shard_name(kind, i), refresh=False)
+            encoder.encode(kind, i, pause=encoded == pause_after, bar=bar)
+            encoded += 1
     counts = torch.tensor([encoded, skipped], device=acc.device)
     counts = acc.reduce(counts, "sum") if acc.num_processes > 1 else counts
     acc.wait_for_everyone()
