@@ -18,9 +18,12 @@ to spatial tiles when the device runs out of memory.
 from __future__ import annotations
 
 import logging
+import math
 from functools import partial
 
 import torch
+
+from atoken_diffusers.utils.validation import PIXEL_LIMIT, value_range, values_checkable
 
 # Bytes per input element, measured on CPU for the full-size So/C with a little headroom: encode + decode
 # activations at 256 px are ~40 MB beyond the weights (benchmarks/results/cpu.md), i.e. ~200 bytes per pixel value.
@@ -52,8 +55,50 @@ def crop_to_multiple(pixels: torch.Tensor, factor: int) -> torch.Tensor:
     return pixels
 
 
+# ComfyUI IMAGE values: [0, 1]; a little overshoot (an upscaler's ringing) is what the model accepts too, 0..255 is not.
+IMAGE_RANGE = ((1 - PIXEL_LIMIT) / 2, (1 + PIXEL_LIMIT) / 2)
+
+
+def check_image_values(image: torch.Tensor, name: str = "image") -> None:
+    """Refuse an empty IMAGE, NaN/Inf and values outside ComfyUI's [0, 1] with a ComfyUI-phrased message (the model's own check
+    speaks of [-1, 1] pixels); free only on the CPU, so skipped elsewhere as the model's checks are."""
+    if image.numel() == 0:  # callers batch over dim 0: an empty batch would fail in range() with no word on why
+        raise ValueError(f"{name} is an empty IMAGE (shape {tuple(image.shape)}); connect one with at least one "
+                         "picture or frame.")
+    if not image.is_floating_point():
+        raise ValueError(f"{name} has dtype {image.dtype}; a ComfyUI IMAGE is float in [0, 1] (divide 8-bit values "
+                         "by 255).")
+    if not values_checkable(image):
+        return
+    lo, hi = value_range(image)
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        raise ValueError(f"{name} contains NaN/Inf values; check the node that produced it.")
+    if lo < IMAGE_RANGE[0] or hi > IMAGE_RANGE[1]:
+        raise ValueError(f"{name} has values in [{lo:.3g}, {hi:.3g}] but a ComfyUI IMAGE is float in [0, 1]; divide "
+                         "0..255 values by 255 (LoadImage already gives [0, 1]).")
+
+
+def check_latents(z: torch.Tensor, channels: int, name: str = "samples") -> torch.Tensor:
+    """LATENT samples (B, C, [t,] h, w) this model can decode: right channels, no empty dimension, finite."""
+    if z.shape[1] != channels:
+        raise ValueError(
+            f"{name} has {z.shape[1]} latent channels but this AToken model uses {channels}; encode with an AToken "
+            "node (a latent from another VAE cannot be decoded by AToken)."
+        )
+    if z.numel() == 0:
+        raise ValueError(f"{name} is an empty LATENT batch (shape {tuple(z.shape)}); connect a latent with at least "
+                         "one sample.")
+    if not z.is_floating_point():
+        raise ValueError(f"{name} has dtype {z.dtype}; for FSQ tokens use AToken Detokenize first.")
+    if values_checkable(z) and not all(map(math.isfinite, value_range(z))):
+        raise ValueError(f"{name} contains NaN/Inf values; check the node that produced the latent.")
+    return z
+
+
 def to_model_pixels(model, image: torch.Tensor) -> torch.Tensor:
-    """ComfyUI IMAGE (B, H, W, 3) in [0, 1] -> (B, 3, H, W) in [-1, 1] on the model's device and dtype."""
+    """ComfyUI IMAGE (B, H, W, 3) in [0, 1] (or frames (B, T, H, W, 3)) -> (B, 3, [T,] H, W) in [-1, 1] on the
+    model's device and dtype."""
+    check_image_values(image)
     return (image.movedim(-1, 1) * 2 - 1).to(model.device, model.dtype)
 
 
@@ -158,8 +203,7 @@ class ATokenComfyVAE:
                              f"got shape {tuple(pixels.shape)}.")
         temporal = self.model.temporal_compression_ratio
         frames = decoded_frames(latent_frames(pixels.shape[1], temporal), temporal)
-        pixels = self.vae_encode_crop_pixels(pixels[:, :frames, ..., :3])
-        return (pixels.movedim(-1, 1) * 2 - 1).to(self.model.device, self.model.dtype)
+        return to_model_pixels(self.model, self.vae_encode_crop_pixels(pixels[:, :frames, ..., :3]))
 
     # ---- encode
     @torch.inference_mode()
@@ -170,13 +214,13 @@ class ATokenComfyVAE:
         """IMAGE (T, H, W, C>=3) in [0, 1], the frames of one video (a single image is T = 1) -> LATENT
         (1, C, ceil(T/4), H'/16, W'/16), H' and W' the sides centre-cropped to multiples of 16; (B, T, H, W, C) gives
         B videos."""
-        tiled = lambda x: self._encode(x, **self._tiles())  # noqa: E731
+        tiled = lambda x: self._encode(x, **self._tiles())
         return self._run(self._encode, self._clips(pixels), self.memory_used_encode, tiled)
 
     def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
         """IMAGE (B, H, W, C>=3) as B separate images -> (B, C, H'/16, W'/16), sides cropped as in :meth:`encode`."""
         x = to_model_pixels(self.model, self.vae_encode_crop_pixels(pixels[..., :3]))
-        tiled = lambda x: self._encode(x, **self._tiles())  # noqa: E731
+        tiled = lambda x: self._encode(x, **self._tiles())
         return self._run(self._encode, x, self.memory_used_encode, tiled)
 
     def encode_tiled(self, pixels, tile_x=512, tile_y=512, overlap=64, tile_t=None, overlap_t=None) -> torch.Tensor:
@@ -197,7 +241,8 @@ class ATokenComfyVAE:
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """(B, C, h, w) -> (B, 16h, 16w, 3) images; (B, C, t, h, w) -> (B, 4t - 3, 16h, 16w, 3) frames (VAEDecode
         then joins the frames into one IMAGE batch)."""
-        tiled = lambda z: self._decode(z, **self._tiles())  # noqa: E731
+        check_latents(latents, self.latent_channels)
+        tiled = lambda z: self._decode(z, **self._tiles())
         return self._run(self._decode, latents, self.memory_used_decode, tiled)
 
     def decode_tiled(self, latents, tile_x=64, tile_y=64, overlap=16, tile_t=None, overlap_t=None) -> torch.Tensor:
@@ -205,4 +250,5 @@ class ATokenComfyVAE:
         ``overlap_t`` are ignored as in :meth:`encode_tiled`."""
         tile_x, tile_y, overlap = _or(tile_x, 64), _or(tile_y, 64), _or(overlap, 16)  # ComfyUI may pass None
         tile = max(1, max(tile_x, tile_y)) * 16
+        check_latents(latents, self.latent_channels)
         return self._decode(latents, **self._tiles(tile, min(0.5, overlap / max(tile_x, tile_y, 1))))

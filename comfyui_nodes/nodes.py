@@ -14,12 +14,14 @@ from functools import lru_cache
 import torch
 
 from . import paths
-from .comfy_vae import ATokenComfyVAE, to_model_pixels
+from .comfy_vae import ATokenComfyVAE, check_latents, to_model_pixels
 
 CATEGORY = "AToken"
 CROP_NOTE = ("Sides that are not multiples of 16 are centre-cropped down to them first, as ComfyUI's VAE nodes do "
              "(424 x 360 -> 416 x 352).")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+DEVICES = ("auto", "cpu", "cuda")
+MESH_SUFFIXES = (".glb", ".gltf", ".obj", ".ply", ".stl")
 
 
 class ATokenHandle:
@@ -31,12 +33,14 @@ class ATokenHandle:
 
 
 def check_image(image, name: str = "image") -> torch.Tensor:
+    """A ComfyUI IMAGE (B, H, W, 3 or 4), not empty -> its RGB part (values are checked where they are converted,
+    :func:`.comfy_vae.to_model_pixels`)."""
     if not isinstance(image, torch.Tensor) or image.ndim != 4:
         raise ValueError(f"{name} must be a ComfyUI IMAGE batch (B, H, W, C); got {getattr(image, 'shape', type(image))}.")
     if image.shape[-1] not in (3, 4):
         raise ValueError(f"{name} must have 3 (RGB) or 4 (RGBA) channels in the last dim; got {image.shape[-1]}.")
     if image.shape[0] == 0 or image.shape[1] == 0 or image.shape[2] == 0:
-        raise ValueError(f"{name} is empty: shape {tuple(image.shape)}.")
+        raise ValueError(f"{name} is empty: shape {tuple(image.shape)}; connect an IMAGE with at least one picture.")
     return image[..., :3]
 
 
@@ -44,12 +48,14 @@ def check_latent(latent, channels: int, name: str = "samples") -> torch.Tensor:
     z = latent.get("samples") if isinstance(latent, dict) else None
     if not isinstance(z, torch.Tensor) or z.ndim not in (4, 5):
         raise ValueError(f"{name} must be a LATENT with samples (B, C, h, w) or (B, C, t, h, w).")
-    if z.shape[1] != channels:
-        raise ValueError(
-            f"{name} has {z.shape[1]} latent channels but this AToken model uses {channels}; encode with an AToken "
-            "node (a latent from another VAE cannot be decoded by AToken)."
-        )
-    return z
+    return check_latents(z, channels, name)
+
+
+def check_choice(value, choices, name: str):
+    """``value`` if it is one of ``choices`` (what a workflow edited by hand or sent to the API may get wrong)."""
+    if value not in choices:
+        raise ValueError(f"{name} {value!r} is not one of {', '.join(map(str, choices))}; pick one in the node.")
+    return value
 
 
 @lru_cache(maxsize=2)
@@ -70,7 +76,7 @@ class ATokenLoader:
         return {"required": {
             "model": (paths.list_models(paths.AUTOENCODER) or ["(put models in models/atoken)"],),
             "dtype": (list(DTYPES), {"default": "fp32"}),
-            "device": (["auto", "cpu", "cuda"], {"default": "auto"}),
+            "device": (list(DEVICES), {"default": "auto"}),
         }}
 
     RETURN_TYPES = ("ATOKEN", "VAE")
@@ -82,6 +88,10 @@ class ATokenLoader:
                    "(4k + 1 frames -> k + 1 latent frames -> 4k + 1 frames; one image -> one image). " + CROP_NOTE)
 
     def load(self, model, dtype="fp32", device="auto"):
+        check_choice(dtype, DTYPES, "dtype")
+        check_choice(device, DEVICES, "device")
+        if device == "cuda" and not torch.cuda.is_available():
+            raise ValueError("device 'cuda' but this ComfyUI has no CUDA device; choose auto or cpu.")
         handle = ATokenHandle(_load(paths.resolve(model), dtype, device))
         return (handle, handle.vae)
 
@@ -149,6 +159,13 @@ class ATokenDetokenize:
     DESCRIPTION = "FSQ indices -> latents (B, C, h, w) for AToken Decode or VAEDecode."
 
     def detokenize(self, atoken, tokens):
+        from atoken_diffusers.utils.validation import check_indices
+
+        fsq = atoken.model.quantizer
+        if fsq is None:
+            raise ValueError("this AToken model has no FSQ quantizer; load an FSQ model such as the (embedded default, "
+                             "FSQ tokens) one.")
+        check_indices(tokens, fsq.num_codebooks, fsq.codebook_size, name="tokens")
         return ({"samples": atoken.model.detokenize(tokens.to(atoken.model.device)).float().cpu()},)
 
 
@@ -180,7 +197,7 @@ class ATokenZeroShot:
         return {"required": {
             "atoken": ("ATOKEN",), "image": ("IMAGE",),
             "labels": ("STRING", {"default": "cat, dog, car", "multiline": True}),
-            "text_model": ("STRING", {"default": "siglip2-so400m", "tooltip": "folder under models/atoken or an absolute path"}),
+            "text_model": ("STRING", {"default": "siglip2-so400m", "tooltip": "folder under models/atoken"}),
             "top_k": ("INT", {"default": 3, "min": 1, "max": 100}),
         }}
 
@@ -195,6 +212,8 @@ class ATokenZeroShot:
         names = [s.strip() for s in labels.replace("\n", ",").split(",") if s.strip()]
         if not names:
             raise ValueError("labels is empty; write class names separated by commas.")
+        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+            raise ValueError(f"top_k must be a whole number >= 1; got {top_k!r}.")
         clf = ZeroShotClassifier(atoken.model, _text_tower(paths.resolve(text_model)), names)
         rows = clf.classify(to_model_pixels(atoken.model, check_image(image)), top_k=top_k)
         lines = [", ".join(f"{label} {p:.3f}" for label, p in row) for row in rows]
@@ -209,7 +228,7 @@ class ATokenMeshToSplat:
             "atoken": ("ATOKEN",),
             "gs_decoder": (paths.list_models(paths.GAUSSIAN_DECODER)
                            or ["(put a converted Gaussian decoder in models/atoken)"],),
-            "mesh": ("STRING", {"default": "", "tooltip": "mesh file (glb/gltf/obj/ply/stl): a name in ComfyUI's input folder or a path"}),
+            "mesh": ("STRING", {"default": "", "tooltip": "mesh file (glb/gltf/obj/ply/stl): a name in ComfyUI's input folder"}),
             "filename_prefix": ("STRING", {"default": "atoken/splat"}),
         }}
 
@@ -218,24 +237,20 @@ class ATokenMeshToSplat:
     FUNCTION = "convert"
     CATEGORY = CATEGORY
     OUTPUT_NODE = True
-    DESCRIPTION = "Mesh -> AToken voxel tokens -> Gaussian splat (.ply in the output folder; connect to Preview3D)."
+    DESCRIPTION = ("Mesh (a file in ComfyUI's input folder) -> AToken voxel tokens -> Gaussian splat (.ply in the "
+                   "output folder; connect to Preview3D).")
 
     def convert(self, atoken, gs_decoder, mesh, filename_prefix="atoken/splat"):
-        import folder_paths
-
         from atoken_diffusers.three_d.gaussian_decoder import ATokenGaussianDecoder
         from atoken_diffusers.three_d.pipeline import gaussians_from_voxels, pack_mesh
 
-        mesh_path = mesh if os.path.isabs(mesh) else os.path.join(folder_paths.get_input_directory(), mesh)
-        if not mesh or not os.path.isfile(mesh_path):
-            raise FileNotFoundError(f"mesh {mesh!r} not found (looked for {mesh_path}); upload it to the input folder.")
+        mesh_path = paths.input_file(mesh, MESH_SUFFIXES, "mesh")
+        out_dir, base = paths.output_base(filename_prefix)  # checked before the work, not after it
         gs_path = paths.resolve(gs_decoder, paths.GAUSSIAN_DECODER)
         gs = ATokenGaussianDecoder.from_pretrained(gs_path).to(atoken.model.device).eval()
         with torch.inference_mode():
             coords, feats = pack_mesh(mesh_path)
             splat = gaussians_from_voxels(atoken.model, gs, coords, feats)
-        out_dir = folder_paths.get_output_directory()
-        base = os.path.join(out_dir, filename_prefix)
         os.makedirs(os.path.dirname(base), exist_ok=True)
         index = 1
         while os.path.exists(f"{base}_{index:05d}.ply"):

@@ -60,16 +60,51 @@ def _embedded(label: str, kind: str = AUTOENCODER):
     return default_model_dir(discrete=label == EMBEDDED_FSQ)
 
 
+def inside(folder: str, name: str, what: str) -> str:
+    """``folder``/``name`` for a relative ``name`` that stays inside ``folder``; an absolute name or one whose ``..``
+    steps lead out is refused. Checked on the text, as ComfyUI's own ``folder_paths.get_full_path`` does, so that a
+    symlink the admin put inside the folder keeps working."""
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"{what} is empty; choose or type a name inside {folder}.")
+    normal = os.path.normpath(name)
+    if os.path.isabs(name) or normal == ".." or normal.startswith(".." + os.sep):
+        raise ValueError(f"{what} {name!r} leads outside {folder}; use a name inside that folder (no absolute path, "
+                         "no '..').")
+    return os.path.join(folder, normal)
+
+
 def resolve(name: str, kind: str = AUTOENCODER) -> str:
-    """Full path of a model of ``kind`` listed by :func:`list_models` (or an absolute path); a clear error when
-    missing."""
-    if _embedded(name, kind) is not None:
+    """Full path of a model of ``kind`` listed by :func:`list_models`: an "(embedded default...)" label or a name
+    inside models/atoken (nothing outside it is loaded); a clear error when missing."""
+    if isinstance(name, str) and _embedded(name, kind) is not None:
         return str(_embedded(name, kind))
-    if os.path.isabs(name) and os.path.exists(name):
-        return name
     for root in roots():
-        path = os.path.join(root, name)
+        path = inside(root, name, "model")
         if os.path.exists(path):
             return path
     raise FileNotFoundError(f"AToken model {name!r} not found in {roots()}; put a converted folder (atoken convert) "
                             "or an official .pt with its .yaml there.")
+
+
+def input_file(name: str, suffixes: tuple[str, ...], what: str) -> str:
+    """A file named ``name`` inside ComfyUI's input folder, of one of ``suffixes``."""
+    import folder_paths
+
+    folder = folder_paths.get_input_directory()
+    path = inside(folder, name, what)
+    if not name.lower().endswith(suffixes):
+        raise ValueError(f"{what} {name!r} is not one of {', '.join(suffixes)}; convert it or pick another file.")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{what} {name!r} not found in ComfyUI's input folder ({folder}); upload it there.")
+    return path
+
+
+def output_base(prefix: str) -> tuple[str, str]:
+    """(output folder, path stem) for a ``filename_prefix`` such as "atoken/splat" inside ComfyUI's output folder."""
+    import folder_paths
+
+    out_dir = folder_paths.get_output_directory()
+    base = inside(out_dir, prefix, "filename_prefix")
+    if not os.path.basename(base) or prefix.endswith(("/", os.sep)):
+        raise ValueError(f"filename_prefix {prefix!r} has no file name; end it with one, e.g. 'atoken/splat'.")
+    return out_dir, base

@@ -30,9 +30,10 @@ def test_cli_convert_writes_a_loadable_folder(tmp_path, parity_dir, capsys):
     model = AutoencoderAToken.from_pretrained(out, torch_dtype=torch.bfloat16)
     assert model.dtype == torch.bfloat16
     assert [p.name for p in tmp_path.iterdir()] == ["atoken-tiny"]  # no temporary folder left behind
-    with pytest.raises(FileExistsError, match="overwrite"):
+    with pytest.raises(SystemExit, match="overwrite") as refused:  # one line, exit status 2
         main(["convert", "--checkpoint", str(parity_dir / "atoken.pt"), "--config",
               str(parity_dir / "atoken_config.yaml"), "--output", str(out)])
+    assert refused.value.code == 2
 
 
 def test_not_a_state_dict(tmp_path, parity_dir):

@@ -6,6 +6,8 @@ fast as a bare ``python -c "import torch"`` or faster, so torch and the model co
 
 from __future__ import annotations
 
+from .errors import UsageError
+
 # The keys of ``models.loading.DTYPES`` (tests/test_cli.py checks they agree), spelt out so parsers need no torch.
 DTYPE_CHOICES = ("bf16", "fp16", "fp32")
 
@@ -37,17 +39,32 @@ def torch_dtype(name: str):
 
 
 def pick_device(name: str | None):
-    """:func:`~atoken_diffusers.models.loading.pick_device`, imported on call (it needs torch)."""
+    """:func:`~atoken_diffusers.models.loading.pick_device` (imported on call: it needs torch), with ``--device``
+    checked first: a name torch does not know, or a CUDA device this machine lacks, is a :class:`UsageError`."""
+    import torch
+
     from ..models.loading import pick_device as pick
 
+    if name:
+        try:
+            device = torch.device(name)
+        except (RuntimeError, ValueError):
+            raise UsageError(f"--device {name}: not a device name; use cpu, cuda, cuda:1, mps, ...") from None
+        if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
+            found = f"{torch.cuda.device_count()} CUDA device(s)" if torch.cuda.is_available() else "no CUDA"
+            raise UsageError(f"--device {name}: this machine has {found}; use --device cpu or a listed GPU.")
+        if device.type == "mps" and not torch.backends.mps.is_available():
+            raise UsageError(f"--device {name}: MPS is not available here; use --device cpu.")
     return pick(name)
 
 
 def load_model(path: str, config: str | None = None, dtype: str = "fp32", device: str | None = None):
-    """:func:`~atoken_diffusers.models.loading.load_autoencoder`, its errors turned into one-line exits."""
+    """:func:`~atoken_diffusers.models.loading.load_autoencoder` on the checked ``--device``, its path errors turned
+    into :class:`UsageError` (exit status 2) naming ``--model``."""
     from ..models.loading import load_autoencoder
 
+    device = str(pick_device(device))
     try:
         return load_autoencoder(path, config, dtype, device)
     except (FileNotFoundError, ValueError) as err:
-        raise SystemExit(f"--model {err}") from None
+        raise UsageError(f"--model {err}") from None

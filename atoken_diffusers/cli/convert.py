@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
+from .checks import check_output
 from .common import DTYPE_CHOICES, progress_enabled, torch_dtype
+from .errors import UsageError
 
 
 def add_parser(sub) -> None:
@@ -24,6 +27,10 @@ def run(args: argparse.Namespace) -> None:
     from ..utils.progress import progress_bar
 
     source = args.gs_decoder or args.checkpoint
+    check_output(args.output, None, inputs=[source, args.config], overwrite=args.overwrite, folder=True)
+    if Path(args.output).exists() and not args.overwrite:  # before the minutes of loading, not after
+        raise UsageError(f"--output {args.output} exists; pass --overwrite to replace it (the old folder stays until "
+                         f"the new one is complete).")
     # two steps of very different length (unpickling + renaming the checkpoint, then writing safetensors): the bar shows
     # which one is running rather than a rate
     with progress_bar(total=2, desc=f"convert: loading {source}", unit="step", enabled=progress_enabled(args)) as bar:

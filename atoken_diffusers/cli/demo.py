@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .checks import PORT, POSITIVE_FLOAT, POSITIVE_INT, SIDE
 from .common import DTYPE_CHOICES, info
+from .errors import UsageError
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -17,15 +19,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gs-decoder", help="converted Gaussian decoder folder: enables the 3D tab")
     p.add_argument("--text-model", help="local SigLIP2/SigLIP text model folder: enables zero-shot labels")
     p.add_argument("--host", default="127.0.0.1", help="address to serve on (0.0.0.0 exposes it to the network)")
-    p.add_argument("--port", type=int, default=None, help="port (default: Gradio's, 7860 or the next free one)")
+    p.add_argument("--port", type=PORT, default=None, help="port (default: Gradio's, 7860 or the next free one)")
     p.add_argument("--share", action="store_true", help="also open a public Gradio share link (off by default)")
     p.add_argument("--dtype", choices=DTYPE_CHOICES, default="fp32")
     p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
-    p.add_argument("--max-upload-mb", type=float, default=100.0, help="largest accepted upload")
-    p.add_argument("--max-image-side", type=int, default=1024, help="longer image sides are scaled down to this")
-    p.add_argument("--max-frames", type=int, default=32, help="videos: reconstruct at most this many frames")
-    p.add_argument("--max-video-seconds", type=float, default=120.0, help="videos: refuse longer uploads")
-    p.add_argument("--max-video-side", type=int, default=256, help="videos: longer sides are scaled down to this")
+    p.add_argument("--max-upload-mb", type=POSITIVE_FLOAT, default=100.0, help="largest accepted upload")
+    p.add_argument("--max-image-side", type=SIDE, default=1024, help="longer image sides are scaled down to this")
+    p.add_argument("--max-frames", type=POSITIVE_INT, default=32, help="videos: reconstruct at most this many frames")
+    p.add_argument("--max-video-seconds", type=POSITIVE_FLOAT, default=120.0, help="videos: refuse longer uploads")
+    p.add_argument("--max-video-side", type=SIDE, default=256, help="videos: longer sides are scaled down to this")
 
 
 def add_parser(sub) -> None:
@@ -44,7 +46,8 @@ def run(args: argparse.Namespace, block: bool = True):
 
     for flag, folder in (("--gs-decoder", args.gs_decoder), ("--text-model", args.text_model)):
         if folder and not (Path(folder) / "config.json").is_file():
-            raise SystemExit(f"{flag} {folder}: not a converted folder (no config.json).")
+            raise UsageError(f"{flag} {folder}: not a converted folder (no config.json); pass the folder "
+                             f"`atoken convert` wrote.")
     local = args.host in LOOPBACK and not args.share
     store = ModelStore(args.model, args.gs_decoder, args.text_model, args.dtype, args.device, allow_paths=local)
     if store.default:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 
+from .checks import POSITIVE_INT, SIDE
 from .common import DTYPE_CHOICES, progress_enabled, torch_dtype
 
 
@@ -18,11 +19,11 @@ def add_parser(sub) -> None:
     p.add_argument("data", help="folder with one sub-folder of images per class")
     p.add_argument("--model", required=True, help="converted AToken folder")
     p.add_argument("--out", required=True, help="shard folder to write")
-    p.add_argument("--resolution", type=int, default=256, help="resize the shorter side, centre crop (multiple of 16)")
-    p.add_argument("--shard-size", type=int, default=256, help="samples per shard")
-    p.add_argument("--batch-size", type=int, default=16, help="samples per encoder call")
+    p.add_argument("--resolution", type=SIDE, default=256, help="resize the shorter side, centre crop (multiple of 16)")
+    p.add_argument("--shard-size", type=POSITIVE_INT, default=256, help="samples per shard")
+    p.add_argument("--batch-size", type=POSITIVE_INT, default=16, help="samples per encoder call")
     p.add_argument("--videos", action="store_true", help="also encode the videos (separate video shards)")
-    p.add_argument("--frames", type=int, default=16, help="frames per video clip (multiple of 4)")
+    p.add_argument("--frames", type=POSITIVE_INT, default=16, help="frames per video clip (multiple of 4)")
     p.add_argument("--text-model", help="local SigLIP2 text folder: also store pooled caption embeddings")
     p.add_argument("--dtype", choices=DTYPE_CHOICES, default="fp32")
     p.add_argument("--overwrite", action="store_true", help="replace shards of a different dataset/model in --out")

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .checks import SIDE, check_output
 from .common import DTYPE_CHOICES
+from .errors import UsageError
 
 
 def add_parser(sub) -> None:
@@ -20,7 +22,7 @@ def add_parser(sub) -> None:
     p.add_argument("--part", choices=["encoder", "decoder", "both"], default="both")
     p.add_argument("--video", action="store_true", help="video graphs (5-D inputs) instead of image graphs")
     p.add_argument("--static", action="store_true", help="fix the shapes to the example input's")
-    p.add_argument("--size", type=int, default=64, help="side of the example input in pixels (a multiple of 16)")
+    p.add_argument("--size", type=SIDE, default=64, help="side of the example input in pixels (a multiple of 16)")
     p.add_argument("--dtype", choices=DTYPE_CHOICES, default="fp32")
     p.add_argument("--output", required=True, help="output folder: encoder.onnx / decoder.onnx (or .pt2) inside")
     p.set_defaults(func=run)
@@ -30,6 +32,7 @@ def run(args) -> None:
     from ..models.export import example_input, export_onnx, export_program, save_program
     from .common import load_model
 
+    check_output(args.output, None, inputs=[args.model, args.config], folder=True)
     model = load_model(args.model or _embedded(), args.config, args.dtype, "cpu")
     out = Path(args.output)
     parts = ("encoder", "decoder") if args.part == "both" else (args.part,)
@@ -37,7 +40,7 @@ def run(args) -> None:
         try:
             example = example_input(model, part, video=args.video, size=args.size)
         except ValueError as err:
-            raise SystemExit(f"atoken export: {err}") from None
+            raise UsageError(f"--size: {err}") from None
         path = out / f"{part}.{args.format}"
         if args.format == "onnx":
             export_onnx(model, part, path, video=args.video, dynamic=not args.static, example=example)
@@ -51,5 +54,5 @@ def _embedded() -> str:
 
     folder = default_model_dir()
     if folder is None:
-        raise SystemExit("atoken export: this installation carries no embedded model; pass --model DIR.")
+        raise UsageError("this installation carries no embedded model; pass --model DIR.")
     return str(folder)

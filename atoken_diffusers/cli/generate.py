@@ -11,7 +11,19 @@ import argparse
 import json
 from pathlib import Path
 
+from .checks import (
+    ANY_FLOAT,
+    GUIDANCE,
+    POSITIVE_FLOAT,
+    POSITIVE_INT,
+    SEED,
+    SIDE,
+    check_output,
+    float_range,
+    int_at_least,
+)
 from .common import DTYPE_CHOICES, pick_device, progress_enabled, torch_dtype
+from .errors import UsageError
 
 
 def add_parser(sub) -> None:
@@ -19,20 +31,20 @@ def add_parser(sub) -> None:
     what = p.add_subparsers(dest="what", required=True)
     img = what.add_parser("image", help="class-conditional (or text-conditional) images")
     img.add_argument("--pipeline", required=True, help="pipeline folder (e.g. RUN/pipeline of train-generator)")
-    img.add_argument("--class-id", type=int, nargs="+", help="class id(s); one image each (times --num-images)")
+    img.add_argument("--class-id", type=int_at_least(0), nargs="+", help="class id(s); one image each (times --num-images)")
     img.add_argument("--class-name", nargs="+", help="class name(s) instead of ids (the training sub-folder names)")
     img.add_argument("--prompt", help="DiT with text conditioning: a caption, embedded with --text-model")
     img.add_argument("--text-model", help="local SigLIP2 text folder for --prompt")
-    img.add_argument("--num-images", type=int, default=1, help="images per class")
-    img.add_argument("--seed", type=int, default=0)
-    img.add_argument("--steps", type=int, default=50, help="DiT: Euler steps")
-    img.add_argument("--guidance", type=float, help="classifier-free guidance scale >= 1 (default DiT 4, AR 3)")
-    img.add_argument("--height", type=int, help="pixels, multiple of 16 (default: the training size)")
-    img.add_argument("--width", type=int)
-    img.add_argument("--temperature", type=float, default=1.0, help="AR: sampling temperature (0: greedy)")
-    img.add_argument("--top-k", type=int, help="AR: top-k filtering")
-    img.add_argument("--top-p", type=float, help="AR: nucleus filtering")
-    img.add_argument("--out", required=True, help="image file; several images get -0, -1, ... before the suffix")
+    img.add_argument("--num-images", type=POSITIVE_INT, default=1, help="images per class")
+    img.add_argument("--seed", type=SEED, default=0)
+    img.add_argument("--steps", type=POSITIVE_INT, default=50, help="DiT: Euler steps")
+    img.add_argument("--guidance", type=GUIDANCE, help="classifier-free guidance scale >= 1 (default DiT 4, AR 3)")
+    img.add_argument("--height", type=SIDE, help="pixels, multiple of 16 (default: the training size)")
+    img.add_argument("--width", type=SIDE)
+    img.add_argument("--temperature", type=float_range(0), default=1.0, help="AR: sampling temperature (0: greedy)")
+    img.add_argument("--top-k", type=POSITIVE_INT, help="AR: top-k filtering")
+    img.add_argument("--top-p", type=float_range(0, 1, low_open=True), help="AR: nucleus filtering")
+    img.add_argument("--out", required=True, help="image file (.png, .jpg, .webp, ...); several images get -0, -1, ... before the suffix")
     img.add_argument("--dtype", choices=DTYPE_CHOICES, default="fp32")
     img.add_argument("--device", help="cpu, cuda, ... (default: cuda when available)")
     img.set_defaults(func=run)
@@ -42,14 +54,14 @@ def add_parser(sub) -> None:
     vid.add_argument("--prompt", required=True, help="what the video shows")
     vid.add_argument("--negative-prompt", help="what to steer away from (classifier-free guidance)")
     vid.add_argument("--image", help="first frame, for an image-to-video pipeline")
-    vid.add_argument("--num-frames", type=int, help="4k + 1 (default: the training length); AToken decodes 4 (k + 1)")
-    vid.add_argument("--height", type=int, help="pixels (default: the training size)")
-    vid.add_argument("--width", type=int)
-    vid.add_argument("--steps", type=int, default=50, help="denoising steps")
-    vid.add_argument("--guidance", type=float, default=5.0, help="classifier-free guidance scale (1: off)")
-    vid.add_argument("--seed", type=int, default=0)
-    vid.add_argument("--fps", type=float, default=16.0)
-    vid.add_argument("--out", required=True, help="video file (.mp4)")
+    vid.add_argument("--num-frames", type=POSITIVE_INT, help="4k + 1 (default: the training length); AToken decodes 4 (k + 1)")
+    vid.add_argument("--height", type=SIDE, help="pixels (default: the training size)")
+    vid.add_argument("--width", type=SIDE)
+    vid.add_argument("--steps", type=POSITIVE_INT, default=50, help="denoising steps")
+    vid.add_argument("--guidance", type=GUIDANCE, default=5.0, help="classifier-free guidance scale (1: off)")
+    vid.add_argument("--seed", type=SEED, default=0)
+    vid.add_argument("--fps", type=POSITIVE_FLOAT, default=16.0)
+    vid.add_argument("--out", required=True, help="video file (.mp4, .m4v, .mov, .mkv)")
     vid.add_argument("--dtype", choices=DTYPE_CHOICES, default="fp32")
     vid.add_argument("--device", help="cpu, cuda, ... (default: cuda when available)")
     vid.set_defaults(func=run_video)
@@ -58,10 +70,10 @@ def add_parser(sub) -> None:
     obj.add_argument("image", help="image file of the object")
     obj.add_argument("--pipeline", required=True, help="ATokenImageTo3DPipeline folder (RUN/pipeline)")
     obj.add_argument("--out", required=True, help="Gaussian splat file: .ply (3D Gaussian Splatting) or .splat")
-    obj.add_argument("--steps", type=int, default=25, help="denoising steps of each stage")
-    obj.add_argument("--guidance", type=float, default=3.0, help="classifier-free guidance scale (1: off)")
-    obj.add_argument("--threshold", type=float, default=0.0, help="occupancy logit threshold of stage 1")
-    obj.add_argument("--seed", type=int, default=0)
+    obj.add_argument("--steps", type=POSITIVE_INT, default=25, help="denoising steps of each stage")
+    obj.add_argument("--guidance", type=GUIDANCE, default=3.0, help="classifier-free guidance scale (1: off)")
+    obj.add_argument("--threshold", type=ANY_FLOAT, default=0.0, help="occupancy logit threshold of stage 1")
+    obj.add_argument("--seed", type=SEED, default=0)
     obj.add_argument("--dtype", choices=DTYPE_CHOICES, default="fp32")
     obj.add_argument("--device", help="cpu, cuda, ... (default: cuda when available)")
     obj.set_defaults(func=run_3d)
@@ -86,10 +98,10 @@ def load_pipeline(folder: str, dtype: str = "fp32", device: str | None = None,
 
     index = Path(folder) / "model_index.json"
     if not index.is_file():
-        raise SystemExit(f"--pipeline {folder}: no model_index.json; pass the pipeline/ folder of a training run.")
+        raise UsageError(f"--pipeline {folder}: no model_index.json; pass the pipeline/ folder of a training run.")
     name = json.loads(index.read_text()).get("_class_name")
     if name not in allowed:
-        raise SystemExit(f"--pipeline {folder} holds a {name}; atoken generate {what} runs {' or '.join(allowed)}.")
+        raise UsageError(f"--pipeline {folder} holds a {name}; atoken generate {what} runs {' or '.join(allowed)}.")
     module, cls_name = PIPELINES[name]
     cls = getattr(importlib.import_module(module), cls_name)
     kwargs = {} if dtype == "fp32" else {"torch_dtype": torch_dtype(dtype)}
@@ -111,14 +123,15 @@ def run(args: argparse.Namespace) -> None:
     from ..utils.media import save_image
 
     if args.class_id and args.class_name:
-        raise SystemExit("pass --class-id or --class-name, not both.")
+        raise UsageError("pass --class-id or --class-name, not both.")
+    check_output(args.out, "image", flag="--out")
     pipe = load_pipeline(args.pipeline, args.dtype, args.device, progress=progress_enabled(args))
     is_dit = type(pipe).__name__ == "ATokenDiTPipeline"
     labels = args.class_id or args.class_name
     cfg = pipe.transformer.config
     if labels is None and not args.prompt and cfg.num_classes > 1:
         names = ", ".join(f"{i}={n}" for i, n in enumerate(pipe.class_names[:20])) or f"ids 0..{cfg.num_classes - 1}"
-        raise SystemExit(f"pass --class-id N or --class-name NAME ({names}).")
+        raise UsageError(f"pass --class-id N or --class-name NAME ({names}).")
     generator = torch.Generator(device="cpu").manual_seed(args.seed)
     common = dict(class_labels=labels, num_images_per_prompt=args.num_images, height=args.height, width=args.width,
                   generator=generator, output_type="pt")
@@ -127,7 +140,7 @@ def run(args: argparse.Namespace) -> None:
             prompt_embeds = None
             if args.prompt:
                 if not args.text_model:
-                    raise SystemExit("--prompt needs --text-model (a local SigLIP2 text folder).")
+                    raise UsageError("--prompt needs --text-model (a local SigLIP2 text folder).")
                 from ..understanding.text import TextTower
 
                 prompt_embeds = TextTower.from_pretrained(args.text_model).encode([args.prompt])
@@ -137,14 +150,13 @@ def run(args: argparse.Namespace) -> None:
                           guidance_scale=4.0 if args.guidance is None else args.guidance, **common).images
         else:
             if args.prompt:
-                raise SystemExit("--prompt: the AR pipeline is class-conditional only.")
+                raise UsageError("--prompt: the AR pipeline is class-conditional only.")
             images = pipe(guidance_scale=3.0 if args.guidance is None else args.guidance,
                           temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, **common).images
     except (ValueError, TypeError) as err:
         raise SystemExit(f"atoken generate: {err}") from None
     paths = output_paths(args.out, images.shape[0])
     for image, path in zip(images, paths):
-        path.parent.mkdir(parents=True, exist_ok=True)
         save_image(image * 2 - 1, path)
     print(f"wrote {', '.join(map(str, paths))} ({type(pipe).__name__}, seed {args.seed})")
 
@@ -155,6 +167,7 @@ def run_video(args: argparse.Namespace) -> None:
     from ..generation.video.wan import check_num_frames
     from ..utils.media import save_video
 
+    check_output(args.out, "video", inputs=[args.image], flag="--out")
     pipe = load_pipeline(args.pipeline, args.dtype, args.device, what="video",
                          allowed=("ATokenWanPipeline", "ATokenWanImageToVideoPipeline", "WanPipeline"),
                          progress=progress_enabled(args))
@@ -176,7 +189,6 @@ def run_video(args: argparse.Namespace) -> None:
     except (ValueError, TypeError, FileNotFoundError) as err:
         raise SystemExit(f"atoken generate video: {err}") from None
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     save_video(frames[0].float().permute(1, 0, 2, 3) * 2 - 1, out, fps=args.fps)
     print(f"wrote {out} ({frames.shape[1]} frames of {frames.shape[-1]} x {frames.shape[-2]}, seed {args.seed})")
 
@@ -184,11 +196,9 @@ def run_video(args: argparse.Namespace) -> None:
 def run_3d(args: argparse.Namespace) -> None:
     import torch
 
+    out = check_output(args.out, "Gaussian splat", inputs=[args.image], flag="--out")
     pipe = load_pipeline(args.pipeline, args.dtype, args.device, allowed=("ATokenImageTo3DPipeline",), what="3d",
                          progress=progress_enabled(args))
-    out = Path(args.out)
-    if out.suffix.lower() not in (".ply", ".splat"):
-        raise SystemExit(f"--out {out}: use a .ply (3D Gaussian Splatting) or .splat file name.")
     try:
         generator = torch.Generator(device="cpu").manual_seed(args.seed)
         result = pipe(args.image, num_inference_steps=args.steps, guidance_scale=args.guidance,
@@ -196,6 +206,5 @@ def run_3d(args: argparse.Namespace) -> None:
     except (ValueError, TypeError, FileNotFoundError, RuntimeError) as err:
         raise SystemExit(f"atoken generate 3d: {err}") from None
     gaussians = result.gaussians[0]
-    out.parent.mkdir(parents=True, exist_ok=True)
     (gaussians.save_ply if out.suffix.lower() == ".ply" else gaussians.save_splat)(out)
     print(f"wrote {out} ({len(gaussians)} Gaussians on {result.coords[0].shape[0]} voxels, seed {args.seed})")

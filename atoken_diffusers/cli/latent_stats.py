@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .checks import POSITIVE_INT, SIDE
 from .common import DTYPE_CHOICES, info
+from .errors import UsageError
 
 
 def add_parser(sub) -> None:
@@ -16,10 +18,10 @@ def add_parser(sub) -> None:
                                    "on the fly.")
     p.add_argument("data", nargs="+", help="shard folder, or media folders/files/globs")
     p.add_argument("--model", required=True, help="converted AToken folder whose config.json receives the statistics")
-    p.add_argument("--resolution", type=int, default=256, help="media: resize + centre crop side (multiple of 16)")
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--resolution", type=SIDE, default=256, help="media: resize + centre crop side (multiple of 16)")
+    p.add_argument("--batch-size", type=POSITIVE_INT, default=16, help="media: samples per encoder call")
     p.add_argument("--videos", action="store_true", help="media: statistics of video latents instead of images")
-    p.add_argument("--frames", type=int, default=16, help="media: frames per video clip")
+    p.add_argument("--frames", type=POSITIVE_INT, default=16, help="media: frames per video clip")
     p.add_argument("--dtype", choices=DTYPE_CHOICES, default="fp32")
     p.add_argument("--device", help="cpu, cuda, ... (default: cuda when available)")
     p.add_argument("--dry-run", action="store_true", help="print the statistics without writing them")
@@ -40,7 +42,7 @@ def run(args: argparse.Namespace) -> None:
 
     model_dir = Path(args.model)
     if not (model_dir / "config.json").is_file():
-        raise SystemExit(f"--model {args.model}: no config.json; pass a converted AToken folder (`atoken convert`).")
+        raise UsageError(f"--model {args.model}: no config.json; pass a converted AToken folder (`atoken convert`).")
     try:
         if len(args.data) == 1 and (Path(args.data[0]) / MANIFEST).is_file():
             manifest = read_manifest(args.data[0])

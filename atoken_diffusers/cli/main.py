@@ -1,7 +1,8 @@
 """The `atoken` command line.
 
 Building the parser imports only the light ``cli`` modules (argparse definitions): torch, diffusers and friends load
-inside each command's ``run``, so ``atoken --help`` and argument errors answer at once."""
+inside each command's ``run``, so ``atoken --help`` and argument errors answer at once. Every error is one line on
+stderr: exit status 2 for usage errors, 1 for failures (``cli.errors``); ``atoken --debug`` shows tracebacks."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import argparse
 import logging
 import sys
 
+from ..utils.atomic import install_interrupt_cleanup
 from . import (
     classify,
     convert,
@@ -23,6 +25,7 @@ from . import (
     train,
     train_generator,
 )
+from .errors import USAGE, run_command
 
 # bitsandbytes (imported by peft, which diffusers imports whenever it is installed) warns on CPUs with AVX512-BF16
 # that it could not fetch a 4-bit matmul kernel from the Hugging Face hub through the `kernels` package. No command
@@ -44,11 +47,22 @@ def quiet_third_party_noise() -> None:
         logger.addFilter(_DropBitsandbytesKernelWarning())
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse's parser whose argument errors are one line (the message and where to read more), exit status 2;
+    sub-parsers inherit the class."""
+
+    def error(self, message: str):
+        self.exit(USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="atoken", description="AToken for diffusers: convert, reconstruct, classify, train, generate, demo, check.")
+    parser = OneLineParser(prog="atoken", description="AToken for diffusers: convert, reconstruct, classify, train, "
+                                                      "generate, demo, check.")
     parser.add_argument("-q", "--quiet", action="store_true",
                         help="no progress bars or informational lines; only result lines (PSNR, 'wrote ...') and "
                              "errors. Give it before the command: atoken --quiet reconstruct ...")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the Python traceback of an error instead of its one-line message")
     sub = parser.add_subparsers(dest="command", required=True)
     for module in (convert, reconstruct, classify, pack3d, selftest, train, demo, encode_dataset, latent_stats,
                    train_generator, generate, export):
@@ -56,10 +70,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None):
+    """Run one command. Errors print one line on stderr and raise SystemExit (``cli.errors.CommandError``, whose
+    ``str`` is that line) with status 2 (usage) or 1 (failure); ``--debug`` lets them propagate."""
     args = build_parser().parse_args(argv)
     quiet_third_party_noise()
-    args.func(args)
+    install_interrupt_cleanup()  # SIGTERM/SIGHUP remove temporary files as Ctrl-C does
+    command = " ".join(filter(None, (args.command, getattr(args, "what", None) if args.command == "generate" else None)))
+    return run_command(args.func, args, command, debug=args.debug)
 
 
 if __name__ == "__main__":

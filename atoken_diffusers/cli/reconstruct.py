@@ -6,7 +6,9 @@ import argparse
 import time
 from contextlib import contextmanager
 
+from .checks import POSITIVE_INT, check_output
 from .common import DTYPE_CHOICES, load_model, progress_enabled, torch_dtype
+from .errors import UsageError
 
 MESH_SUFFIXES = (".glb", ".gltf", ".obj", ".ply", ".stl")
 
@@ -18,9 +20,7 @@ def _reconstruct_mesh(args: argparse.Namespace, model) -> None:
 
     args.gs_decoder = args.gs_decoder or default_gs_decoder_dir()
     if not args.gs_decoder:
-        raise SystemExit("--gs-decoder DIR is needed to turn a mesh into Gaussians (convert 3d_decode_gs.pt first).")
-    if not args.output.lower().endswith((".ply", ".splat")):
-        raise SystemExit(f"--output {args.output}: a mesh reconstructs to a Gaussian splat, use .ply or .splat.")
+        raise UsageError("--gs-decoder DIR is needed to turn a mesh into Gaussians (convert 3d_decode_gs.pt first).")
     gs = ATokenGaussianDecoder.from_pretrained(args.gs_decoder, torch_dtype=torch_dtype(args.dtype)).to(model.device).eval()
     start = time.perf_counter()
     result = reconstruct_mesh(args.input, model, gs, num_views=args.views, eval_views=args.eval_views,
@@ -38,13 +38,15 @@ def add_parser(sub) -> None:
     p.add_argument("--model", help="converted folder, or an official .pt together with --config (default: the "
                                    "embedded atoken-small, or atoken-small-d with --discrete)")
     p.add_argument("--config", help="official YAML when --model is a .pt file")
-    p.add_argument("--output", required=True, help="reconstruction file: same kind as the input; .ply/.splat for meshes")
+    p.add_argument("--output", required=True, help="reconstruction file: same kind as the input, format by extension "
+                                                   "(.png, .jpg, .webp, ... / .mp4, .mov, .mkv / .ply, .splat)")
+    p.add_argument("--overwrite", action="store_true", help="allow --output to be the input file (replaced in place)")
     p.add_argument("--gs-decoder", help="converted Gaussian decoder folder (meshes; default: the embedded one)")
-    p.add_argument("--views", type=int, default=24, help="meshes: packing views on a sphere")
-    p.add_argument("--eval-views", type=int, default=8, help="meshes: held-out views scored for the 3D PSNR")
+    p.add_argument("--views", type=POSITIVE_INT, default=24, help="meshes: packing views on a sphere")
+    p.add_argument("--eval-views", type=POSITIVE_INT, default=8, help="meshes: held-out views scored for the 3D PSNR")
     p.add_argument("--dtype", choices=DTYPE_CHOICES, default="fp32")
     p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
-    p.add_argument("--max-frames", type=int, default=64, help="read at most this many video frames")
+    p.add_argument("--max-frames", type=POSITIVE_INT, default=64, help="read at most this many video frames")
     p.add_argument("--tiling", action="store_true", help="spatial tiles for large inputs (saves memory)")
     p.add_argument("--discrete", action="store_true", help="reconstruct through FSQ tokens (So/D models)")
     p.set_defaults(func=run)
@@ -91,18 +93,23 @@ def run(args: argparse.Namespace) -> None:
     try:
         args.input = str(resolve_media(args.input))
     except FileNotFoundError as err:
-        raise SystemExit(f"input: {err}") from None
+        raise UsageError(f"input: {err}") from None
+    mesh, video = args.input.lower().endswith(MESH_SUFFIXES), is_video(args.input)
+    kind = "Gaussian splat" if mesh else "video" if video else "image"
+    check_output(args.output, kind, inputs=[args.input], overwrite=args.overwrite)
     if args.model is None:
         embedded = default_model_dir(discrete=args.discrete)
         if embedded is None:
-            raise SystemExit("--model is required: this installation ships no embedded model.")
+            raise UsageError("--model is required: this installation ships no embedded model.")
         args.model = str(embedded)
     model = load_model(args.model, args.config, args.dtype, args.device)
-    if args.input.lower().endswith(MESH_SUFFIXES):
+    if args.discrete and model.quantizer is None:
+        raise UsageError(f"--discrete: --model {args.model} has no FSQ quantizer; drop --discrete or pass an FSQ "
+                         f"(So/D) model.")
+    if mesh:
         return _reconstruct_mesh(args, model)
     if args.tiling:
         model.enable_tiling()
-    video = is_video(args.input)
     if video:
         x, fps = load_video(args.input, max_frames=args.max_frames)
     else:

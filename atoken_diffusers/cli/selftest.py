@@ -7,6 +7,8 @@ import argparse
 import tempfile
 from pathlib import Path
 
+from .errors import UsageError
+
 DEFAULT_FIXTURES = Path(__file__).resolve().parents[2] / "tests" / "data" / "parity"
 
 
@@ -24,7 +26,7 @@ def run(args: argparse.Namespace) -> None:
 
     fixtures = Path(args.fixtures)
     if not (fixtures / "atoken.pt").is_file():
-        raise SystemExit(f"--fixtures {fixtures}: no atoken.pt there (run from a checkout, or pass the folder).")
+        raise UsageError(f"--fixtures {fixtures}: no atoken.pt there (run from a checkout, or pass the folder).")
     out_root = Path(args.output) if args.output else Path(tempfile.mkdtemp(prefix="atoken-selftest-"))
     bad = {}
     for config in ("atoken_config.yaml", "atoken_config_fsq.yaml"):

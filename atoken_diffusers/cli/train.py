@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from .checks import POSITIVE_INT
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("train", help="train or fine-tune AToken (a stage config; resumes from its checkpoints)",
@@ -10,7 +12,7 @@ def add_parser(sub) -> None:
                                    "`accelerate launch [--num_processes N ...] -m atoken_diffusers train CONFIG`.")
     p.add_argument("config")
     p.add_argument("--output-dir", help="run folder (checkpoints, log.jsonl, final/); default from the config")
-    p.add_argument("--max-steps", type=int)
+    p.add_argument("--max-steps", type=POSITIVE_INT, help="stop after this many optimizer steps")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config entry, e.g. --set model.init_from=runs/s1/final --set optim.lr=1e-4")
     p.set_defaults(func=run)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 
+from .checks import POSITIVE_FLOAT, POSITIVE_INT
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("train-generator", help="train a DiT (continuous latents) or AR (FSQ tokens) generator on "
@@ -18,9 +20,9 @@ def add_parser(sub) -> None:
     p.add_argument("--shards", help="shard folder (data.shards)")
     p.add_argument("--output-dir", help="run folder: checkpoints, log.jsonl, pipeline/ (run.output_dir)")
     p.add_argument("--preset", help="model size (model.preset): tiny, S, B, L, XL (DiT); tiny, B, L (AR)")
-    p.add_argument("--max-steps", type=int)
-    p.add_argument("--batch-size", type=int, help="per process (run.batch_size)")
-    p.add_argument("--lr", type=float, help="peak learning rate (optim.lr)")
+    p.add_argument("--max-steps", type=POSITIVE_INT, help="stop after this many optimizer steps (run.max_steps)")
+    p.add_argument("--batch-size", type=POSITIVE_INT, help="per process (run.batch_size)")
+    p.add_argument("--lr", type=POSITIVE_FLOAT, help="peak learning rate (optim.lr)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config entry, e.g. --set run.checkpoint_every=1000 "
                         "--set model.overrides.num_layers=8")

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 import torch
 import yaml
 
+from ..models.strict_loading import check_finite_weights
 from ..three_d.gaussian_decoder import DEFAULT_LR, ATokenGaussianDecoder
 from .original import convert_state_dict, load_original_state_dict, rename_key
 
@@ -100,7 +101,10 @@ def load_original_gaussian_decoder(
 ) -> ATokenGaussianDecoder:
     """Build an :class:`ATokenGaussianDecoder` (eval mode) from an official checkpoint + config pair."""
     model = ATokenGaussianDecoder(**load_original_gaussian_config(config_yaml))
-    model.load_state_dict(convert_gaussian_state_dict(load_original_state_dict(checkpoint_pt), model), strict=True)
+    original = load_original_state_dict(checkpoint_pt)
+    converted = convert_gaussian_state_dict(original, model)
+    check_finite_weights(original, str(checkpoint_pt))  # official names: a NaN weight is blamed on the file
+    model.load_state_dict(converted, strict=True)
     model.eval()
     # nn.Module.to: diffusers' ModelMixin.to warns about fp32 modules on every dtype cast, and this model has none.
     return torch.nn.Module.to(model, torch_dtype) if torch_dtype is not None else model

@@ -17,6 +17,12 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".ti
 MESH_SUFFIXES = (".glb", ".gltf", ".obj", ".ply", ".stl")
 
 
+# The command-line flag behind each size limit (`atoken demo`), for messages.
+POSITIVE_LIMITS = {"upload_mb": "--max-upload-mb", "image_side": "--max-image-side", "image_megapixels": None,
+                   "video_seconds": "--max-video-seconds", "video_frames": "--max-frames",
+                   "video_side": "--max-video-side"}
+
+
 class DemoInputError(ValueError):
     """Something is wrong with what the user gave (file, setting, model choice); the message says what and how to fix
     it."""
@@ -25,7 +31,11 @@ class DemoInputError(ValueError):
 @dataclass(frozen=True)
 class Limits:
     """What the demo accepts. Larger images and videos are scaled down (longer side), longer videos are cut to their
-    first ``video_frames`` frames; files over ``upload_mb`` and videos over ``video_seconds`` are refused."""
+    first ``video_frames`` frames; files over ``upload_mb`` and videos over ``video_seconds`` are refused.
+
+    ``input_folders``: the only folders files are read from (the app sets Gradio's upload cache), plus the single
+    files in ``input_files`` (the bundled examples); None reads any path (library use, never the served app).
+    """
 
     upload_mb: float = 100.0
     image_side: int = 1024
@@ -33,6 +43,28 @@ class Limits:
     video_seconds: float = 120.0
     video_frames: int = 32
     video_side: int = 256
+    input_folders: tuple[str, ...] | None = None
+    input_files: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        for name, flag in POSITIVE_LIMITS.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:  # NaN is not > 0
+                flag = f" ({flag})" if flag else ""
+                raise ValueError(f"Limits.{name}{flag} must be a positive number; got {value!r}.")
+        # Kept resolved, so that a path is compared with what the folders really are (symlinked /tmp on macOS).
+        if self.input_folders is not None:
+            object.__setattr__(self, "input_folders", tuple(os.path.realpath(p) for p in self.input_folders))
+        object.__setattr__(self, "input_files", tuple(os.path.realpath(p) for p in self.input_files))
+
+    def readable(self, path: Path) -> bool:
+        """Whether the app may read ``path``: inside ``input_folders`` or one of ``input_files`` (symlinks and
+        ``..`` resolved first, so neither leads out)."""
+        if self.input_folders is None:
+            return True
+        real = os.path.realpath(path)
+        return real in self.input_files or any(os.path.commonpath([real, root]) == root
+                                               for root in self.input_folders)
 
     def image_text(self) -> str:
         return (f"Images up to {self.upload_mb:g} MB and {self.image_megapixels:g} megapixels; the longer side is "
@@ -47,10 +79,14 @@ class Limits:
 
 
 def check_upload(path, limits: Limits, suffixes: tuple[str, ...] | set[str], kind: str) -> Path:
-    """The uploaded file as a Path, after checking that there is one, of a known type, within the size limit."""
+    """The uploaded file as a Path, after checking that there is one, that the app may read it (see
+    :meth:`Limits.readable`), of a known type, within the size limit."""
     if not path:
         raise DemoInputError(f"Upload {kind} first.")
     path = Path(path)
+    if not limits.readable(path):  # checked first: whether a server file exists is not revealed either
+        raise DemoInputError(f"{path.name!r} was not uploaded to this demo, and files on the server are not read; "
+                             f"upload {kind} instead.")
     if not path.is_file():
         raise DemoInputError(f"The uploaded {kind} {path.name!r} is missing on the server; upload it again.")
     if path.suffix.lower() not in suffixes:

@@ -12,8 +12,9 @@ import shutil
 import tempfile
 import uuid
 import weakref
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
-from typing import Callable
 
 import gradio as gr
 import pandas as pd
@@ -21,7 +22,15 @@ import pandas as pd
 from ..utils.media import VIDEO_SUFFIXES
 from . import tasks
 from .examples import bundled_examples
-from .inputs import IMAGE_SUFFIXES, MESH_SUFFIXES, DemoInputError, Limits, check_upload, read_image, read_video
+from .inputs import (
+    IMAGE_SUFFIXES,
+    MESH_SUFFIXES,
+    DemoInputError,
+    Limits,
+    check_upload,
+    read_image,
+    read_video,
+)
 from .models import NO_MODEL, ModelStore
 
 logger = logging.getLogger(__name__)
@@ -30,6 +39,7 @@ logger = logging.getLogger(__name__)
 # model_box) creates the tab's components and events inside the open ``gr.Tab``.
 GENERATION_TABS: dict[str, Callable[[ModelStore, gr.Dropdown], None]] = {}
 HEAVY = "atoken"  # events sharing this id run one at a time (with the queue's default limit of 1): bounded memory
+QUEUE_SIZE = 64  # requests waiting beyond this are refused by Gradio ("queue is full") instead of piling up
 NO_GENERATION = ("No generator pipeline is configured yet. Pipelines that generate AToken latents (text to image, "
                  "image to video, ...) add a tab here with `atoken_diffusers.demo.ui.register_generation_tab`.")
 
@@ -50,7 +60,7 @@ def friendly(fn):
             raise
         except DemoInputError as err:
             raise gr.Error(str(err), print_exception=False) from None
-        except Exception as err:  # noqa: BLE001  (a message for the page; the log keeps the details)
+        except Exception as err:
             logger.exception("demo request failed")
             raise gr.Error(f"The request failed: {type(err).__name__}: {err}", print_exception=False) from None
 
@@ -250,10 +260,21 @@ def _understanding_tab(store: ModelStore, limits: Limits, model_box, examples) -
     run.click(classify, [model_box, upload, labels, top_k], result, api_name="classify", concurrency_id=HEAVY)
 
 
+def served_limits(limits: Limits, upload_folder: str, examples: dict[str, list[str]]) -> Limits:
+    """``limits`` for the served app: files are read only from Gradio's upload cache and the bundled examples. Gradio
+    hands a handler whatever ``path`` an API caller puts in a file payload that lacks its ``meta`` tag, so this check
+    is the one that keeps server files out."""
+    return replace(limits, input_folders=(upload_folder,), input_files=tuple(p for ps in examples.values() for p in ps))
+
+
 def build_demo(store: ModelStore, limits: Limits = Limits(), outputs: OutputFolder | None = None) -> gr.Blocks:
+    """The app; whatever ``limits.input_folders`` says, it reads files only from Gradio's upload cache
+    (``GRADIO_TEMP_DIR``) and the bundled examples."""
     outputs = outputs or OutputFolder()
     examples = bundled_examples()
-    with gr.Blocks(title="AToken demo", delete_cache=(3600, 3600)) as demo:
+    demo = gr.Blocks(title="AToken demo", delete_cache=(3600, 3600))
+    limits = served_limits(limits, demo.GRADIO_CACHE, examples)
+    with demo:
         gr.Markdown("# AToken: one tokenizer for images, videos and 3D")
         with gr.Row():
             model_box = gr.Dropdown(store.choices(), value=store.default, label="Model (converted AToken folder)",
@@ -280,13 +301,17 @@ def build_demo(store: ModelStore, limits: Limits = Limits(), outputs: OutputFold
 
 
 def serve(store: ModelStore, limits: Limits = Limits(), host: str = "127.0.0.1", port: int | None = None,
-          share: bool = False, block: bool = True) -> tuple[gr.Blocks, str]:
-    """Build and launch the app; returns it and its local URL (``block=False`` returns at once, for tests)."""
-    outputs = OutputFolder()
+          share: bool = False, block: bool = True, outputs: OutputFolder | None = None) -> tuple[gr.Blocks, str]:
+    """Build and launch the app; returns it and its local URL (``block=False`` returns at once, for tests).
+    Requests run one at a time (at most :data:`QUEUE_SIZE` waiting), so memory stays that of one request."""
+    outputs = outputs or OutputFolder()
     demo = build_demo(store, limits, outputs)
-    demo.queue(default_concurrency_limit=1)
+    demo.queue(default_concurrency_limit=1, max_size=QUEUE_SIZE)
+    # show_error: Gradio's own refusals (a file payload naming a server path, a full queue) reach the caller as their
+    # one-line message instead of a bare "error"; the app's handlers already turn everything into gr.Error messages.
     _, url, _ = demo.launch(server_name=host, server_port=port, share=share, prevent_thread_lock=True, quiet=not block,
-                            max_file_size=int(limits.upload_mb * 1e6), allowed_paths=[str(outputs.root)])
+                            max_file_size=int(limits.upload_mb * 1e6), allowed_paths=[str(outputs.root)],
+                            show_error=True)
     if block:
         demo.block_thread()
     return demo, url

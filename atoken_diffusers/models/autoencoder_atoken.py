@@ -21,6 +21,7 @@ from ..tokens.patchify import grid_to_tokens, pad_to_patches, tokens_to_grid
 from ..tokens.sparse import SparseTokens
 from ..tokens.temporal_tiles import build_layout, grid_layout
 from ..utils.validation import check_indices, check_latents, check_pixels, check_tokens
+from .config_validation import check_config
 from .decoder import ATokenDecoder
 from .encoder import ATokenEncoder
 from .inference_options import InferenceOptions
@@ -28,6 +29,7 @@ from .outputs import SparseEncoderOutput
 from .presets import preset_config
 from .single_file import FromOriginalATokenMixin
 from .spatial_tiling import blend_tiles, time_chunked
+from .strict_loading import StrictLoadingMixin
 
 LATENT_PATCH = (1, 1, 1)
 
@@ -42,7 +44,8 @@ def _init_weights(module: nn.Module) -> None:
         nn.init.normal_(module.weight if isinstance(module, LearnedPositionTable) else module.probe, std=0.02)
 
 
-class AutoencoderAToken(ModelMixin, ConfigMixin, AutoencoderMixin, PeftAdapterMixin, FromOriginalATokenMixin):
+class AutoencoderAToken(StrictLoadingMixin, ModelMixin, ConfigMixin, AutoencoderMixin, PeftAdapterMixin,
+                        FromOriginalATokenMixin):
     r"""AToken: one transformer tokenizer for images, videos and 3D assets.
 
     Pixels in [-1, 1] are cut into 4 x 16 x 16 patches (images are the first frame of a 4-frame group whose other
@@ -82,6 +85,7 @@ class AutoencoderAToken(ModelMixin, ConfigMixin, AutoencoderMixin, PeftAdapterMi
     # error of 8-bit everywhere else) and the 48-input latent projection. Full dotted paths on purpose: diffusers
     # keeps a parameter in float32 only when an entry equals one component of its name, which these never do.
     _keep_in_fp32_modules = ["encoder.proj_in", "decoder.proj_in", "decoder.proj_out"]
+    _depth_keys = {"encoder.blocks": "encoder_depth", "decoder.blocks": "decoder_depth"}  # for load errors
 
     @register_to_config
     def __init__(
@@ -119,6 +123,7 @@ class AutoencoderAToken(ModelMixin, ConfigMixin, AutoencoderMixin, PeftAdapterMi
         scale_factor_temporal: int | None = None,
     ):
         super().__init__()
+        check_config(type(self), self.config)  # types, ranges, cross-key rules: before any sizes a tensor
         self.patch_size = tuple(patch_size)
         patch_dim = math.prod(self.patch_size) * in_channels
         self.encoder = ATokenEncoder(patch_dim, encoder_dim, encoder_depth, encoder_heads, encoder_mlp_dim, pos_grid_size)
@@ -131,13 +136,9 @@ class AutoencoderAToken(ModelMixin, ConfigMixin, AutoencoderMixin, PeftAdapterMi
             self.quantizer = FSQ.for_latents(latent_channels, fsq_num_codebooks, fsq_codebook_size, fsq_levels)
             # The config records the levels and the size they really give (see quantizers.fsq.resolve_levels).
             self.register_to_config(fsq_levels=self.quantizer.level_list, fsq_codebook_size=self.quantizer.codebook_size)
-        # Aliases that Wan-style pipelines read; they are derived, so a config that contradicts them is an error.
-        derived = dict(z_dim=latent_channels, scale_factor_spatial=self.patch_size[1], scale_factor_temporal=self.patch_size[0])
-        for key, value in derived.items():
-            given = locals()[key]
-            if given is not None and given != value:
-                raise ValueError(f"{key}={given} contradicts the model ({key} must be {value}); drop it from the config.")
-        self.register_to_config(**derived)
+        # Aliases that Wan-style pipelines read, derived (check_config refused a config that contradicts them).
+        self.register_to_config(z_dim=latent_channels, scale_factor_spatial=self.patch_size[1],
+                                scale_factor_temporal=self.patch_size[0])
         self.spatial_compression_ratio = self.patch_size[1]
         self.temporal_compression_ratio = self.patch_size[0]
         self.inference_defaults = InferenceOptions(

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 import torch
 
 from ..conversion.original import check_state_dict, convert_original_checkpoint
+from .strict_loading import check_finite_weights
 
 
 class FromOriginalATokenMixin:
@@ -41,7 +42,8 @@ class FromOriginalATokenMixin:
             device: move the model there.
             overrides: constructor arguments that replace the converted config's (e.g. ``decode_cache_frames=4``).
         Raises:
-            ValueError / KeyError naming the config key or checkpoint key that does not fit, and how to fix it.
+            ValueError / KeyError naming the config key or checkpoint key that does not fit (or a weight holding
+            NaN/Inf), and how to fix it.
         """
         if config is not None and original_config is not None:
             raise ValueError("pass the YAML as config or original_config, not both.")
@@ -51,9 +53,13 @@ class FromOriginalATokenMixin:
                              "config='atoken-soc.yaml'.")
         if torch_dtype is not None and not isinstance(torch_dtype, torch.dtype):
             raise TypeError(f"torch_dtype must be a torch.dtype such as torch.bfloat16; got {torch_dtype!r}.")
-        converted = convert_original_checkpoint(pretrained_model_link_or_path_or_dict, yaml_path)
+        source = pretrained_model_link_or_path_or_dict
+        converted = convert_original_checkpoint(source, yaml_path)
         model = cls(**{**converted.config, **overrides})
         check_state_dict(converted.state_dict, model, converted.original_names)
+        # Names as in the user's file: a NaN weight is blamed on the checkpoint, not later on the input.
+        check_finite_weights({converted.original_names.get(k, k): v for k, v in converted.state_dict.items()},
+                             "the state dict" if isinstance(source, Mapping) else str(source))
         model.load_state_dict(converted.state_dict, strict=True)
         model.eval()
         # nn.Module.to: diffusers' ModelMixin.to warns about fp32 modules on every dtype cast, and this model has none.

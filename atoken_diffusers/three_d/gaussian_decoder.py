@@ -24,6 +24,8 @@ from ..layers.norms import LayerNorm32
 from ..layers.sincos import sincos_position_embedding
 from ..layers.transformer_block import TransformerBlock, checkpoint_function, run_blocks
 from ..layers.windows import window_partition
+from ..models.config_validation import check_config
+from ..models.strict_loading import StrictLoadingMixin
 from ..utils.validation import check_finite, check_tensor, check_voxel_coords
 
 # Raw values per Gaussian, in the order they are stored per voxel: xyz offset, DC colour, scaling, rotation, opacity.
@@ -77,7 +79,7 @@ def hammersley_offsets(num_gaussians: int, voxel_size: float) -> torch.Tensor:
     return torch.atanh((points * 2 - 1) / voxel_size)
 
 
-class ATokenGaussianDecoder(ModelMixin, ConfigMixin):
+class ATokenGaussianDecoder(StrictLoadingMixin, ModelMixin, ConfigMixin):
     r"""AToken's Gaussian-splat decoder: (N, latent_channels) voxel features + (N, 4) voxel coordinates -> Gaussians.
 
     Args:
@@ -97,6 +99,8 @@ class ATokenGaussianDecoder(ModelMixin, ConfigMixin):
 
     _supports_gradient_checkpointing = True
     _no_split_modules = ["TransformerBlock"]
+    _depth_keys = {"blocks": "num_blocks"}  # for load errors
+    default_lr = DEFAULT_LR  # the keys config ``lr`` may set
 
     @register_to_config
     def __init__(
@@ -118,14 +122,8 @@ class ATokenGaussianDecoder(ModelMixin, ConfigMixin):
         softcap: float = 30.0,
     ):
         super().__init__()
-        lr = {**DEFAULT_LR, **(lr or {})}
-        if set(lr) != set(DEFAULT_LR):
-            raise ValueError(f"lr keys must be {sorted(DEFAULT_LR)}; got {sorted(lr)}.")
-        if model_channels // 3 // 2 == 0:
-            raise ValueError(f"model_channels ({model_channels}) must be at least 6 for the 3-axis sin/cos embedding.")
-        if perturb_offset and voxel_size <= 1:
-            raise ValueError(f"voxel_size ({voxel_size}) must exceed 1 with perturb_offset (atanh(+-1/voxel_size)).")
-        self.register_to_config(lr=lr)
+        check_config(type(self), self.config)  # types, ranges and cross-key rules (models/config_validation.py)
+        self.register_to_config(lr={**DEFAULT_LR, **(lr or {})})
         self.proj_in = nn.Linear(latent_channels, model_channels, bias=False)
         self.blocks = nn.ModuleList(
             TransformerBlock(model_channels, num_heads, mlp_channels, norm="rms", bias=False, softcap=softcap)

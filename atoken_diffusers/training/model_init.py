@@ -68,7 +68,7 @@ def build_model(cfg: ModelConfig) -> AutoencoderAToken:
     elif cfg.context_init:
         raise ValueError("model.context_init needs model.pca_init (the context decoder reads PCA coefficients).")
     if cfg.init_from:
-        previous = AutoencoderAToken.from_pretrained(cfg.init_from, torch_dtype=torch.float32)
+        previous = AutoencoderAToken.from_pretrained(cfg.init_from, torch_dtype=torch.float32, local_files_only=True)
         for key, note in copy_overlapping(model, previous.state_dict()).items():
             print(f"init_from {cfg.init_from}: {key} {note}")
     if cfg.siglip2_init:

@@ -7,15 +7,41 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from .atomic import write_atomically
 
 VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".gif"}
 
+# What the writers produce, by the output's extension: the bytes always match the name (an image saved as ``o.mp4``
+# or a video as ``o.png`` would be unreadable by anything that trusts the extension). Images: common RGB formats that
+# Pillow writes (.gif is read as a video, so it is no image output); videos: H.264 in the containers that carry it.
+IMAGE_OUTPUT_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".ppm", ".tga")
+VIDEO_CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}
+
 
 def is_video(path: str | os.PathLike) -> bool:
     return Path(path).suffix.lower() in VIDEO_SUFFIXES
+
+
+def image_output_format(path: str | os.PathLike) -> str:
+    """Pillow's format name for writing an image to ``path`` (by its extension); ValueError naming the accepted
+    extensions otherwise."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in IMAGE_OUTPUT_SUFFIXES:
+        raise ValueError(f"{path}: '{suffix or '(none)'}' is not an image extension this writer knows; use one of "
+                         f"{', '.join(IMAGE_OUTPUT_SUFFIXES)}.")
+    return Image.registered_extensions()[suffix]
+
+
+def video_output_container(path: str | os.PathLike) -> str:
+    """PyAV's container name for writing an H.264 video to ``path`` (by its extension); ValueError naming the
+    accepted extensions otherwise."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in VIDEO_CONTAINERS:
+        raise ValueError(f"{path}: '{suffix or '(none)'}' is not a video extension this writer knows; use one of "
+                         f"{', '.join(VIDEO_CONTAINERS)}.")
+    return VIDEO_CONTAINERS[suffix]
 
 
 def to_tensor(frames: np.ndarray) -> torch.Tensor:
@@ -43,15 +69,20 @@ def resize_centre_crop(x: torch.Tensor, size: int, mode: str = "bicubic") -> tor
 
 
 def load_image(path: str | os.PathLike) -> torch.Tensor:
-    """(1, 3, H, W) in [-1, 1]."""
-    with Image.open(path) as im:
-        return to_tensor(np.asarray(im.convert("RGB")))[None]
+    """(1, 3, H, W) in [-1, 1]. A file Pillow cannot read raises ValueError naming it (not Pillow's OSError)."""
+    try:
+        with Image.open(path) as im:
+            return to_tensor(np.asarray(im.convert("RGB")))[None]
+    except UnidentifiedImageError as err:
+        raise ValueError(f"{path} is not a readable image ({err}); pass a PNG, JPEG, WebP, ... file.") from None
 
 
 def save_image(x: torch.Tensor, path: str | os.PathLike) -> None:
-    """Save a (3, H, W) or (1, 3, H, W) tensor in [-1, 1]; written to a temporary file, then renamed."""
+    """Save a (3, H, W) or (1, 3, H, W) tensor in [-1, 1] in the format of ``path``'s extension
+    (:data:`IMAGE_OUTPUT_SUFFIXES`; others raise ValueError before anything is written); written to a temporary file,
+    then renamed."""
+    image_format = image_output_format(path)
     arr = to_uint8(x[0] if x.ndim == 4 else x)
-    image_format = Image.registered_extensions().get(Path(path).suffix.lower(), "PNG")
     write_atomically(path, lambda tmp: Image.fromarray(arr).save(tmp, format=image_format))
 
 
@@ -60,7 +91,14 @@ def load_video(path: str | os.PathLike, max_frames: int | None = None) -> tuple[
     import av
 
     frames = []
-    with av.open(str(path)) as container:
+    try:
+        container = av.open(str(path))
+    except av.error.InvalidDataError as err:
+        raise ValueError(f"{path} is not a readable video ({err.strerror}); pass an MP4, MOV, MKV, WebM, ... "
+                         f"file.") from None
+    with container:
+        if not container.streams.video:
+            raise ValueError(f"{path} has no video stream; pass a video file.")
         stream = container.streams.video[0]
         fps = float(stream.average_rate or 24)
         for frame in container.decode(stream):
@@ -74,14 +112,17 @@ def load_video(path: str | os.PathLike, max_frames: int | None = None) -> tuple[
 
 def save_video(x: torch.Tensor, path: str | os.PathLike, fps: float = 24.0) -> None:
     """Save (3, T, H, W) or (1, 3, T, H, W) in [-1, 1] as browser-playable H.264 (yuv420p; odd sizes are cropped
-    by one pixel)."""
+    by one pixel) in the container of ``path``'s extension (:data:`VIDEO_CONTAINERS`; others raise ValueError before
+    anything is written)."""
     import av
+
+    container_format = video_output_container(path)
 
     frames = to_uint8((x[0] if x.ndim == 5 else x).transpose(0, 1))
     h, w = frames.shape[1] // 2 * 2, frames.shape[2] // 2 * 2
 
     def write(tmp):
-        with av.open(str(tmp), mode="w", format="mp4") as container:
+        with av.open(str(tmp), mode="w", format=container_format) as container:
             stream = container.add_stream("libx264", rate=round(fps))
             stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
             stream.options = {"crf": "18"}

@@ -215,7 +215,7 @@ def encode_dataset(data, model, out, resolution: int = 256, shard_size: int = 25
     _prepare_out(out, plan, overwrite, acc.is_main_process)
     acc.wait_for_everyone()
 
-    vae = AutoencoderAToken.from_pretrained(model_dir, torch_dtype=dtype).to(acc.device).eval()
+    vae = AutoencoderAToken.from_pretrained(model_dir, torch_dtype=dtype, local_files_only=True).to(acc.device).eval()
     tower = None
     if text_model:
         from ...understanding.text import TextTower

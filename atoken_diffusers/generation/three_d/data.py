@@ -71,7 +71,7 @@ def encode_3d_dataset(meshes, model, out, views: int = 8, image_size: int = 256,
     for path in out.glob("object-*.safetensors") if old not in (None, plan) else []:
         path.unlink()
     write_atomically(out / "plan.json", json.dumps({**settings, "id": plan}, indent=1))
-    vae = AutoencoderAToken.from_pretrained(model_dir).eval()
+    vae = AutoencoderAToken.from_pretrained(model_dir, local_files_only=True).eval()
     cameras = sphere_cameras(views, size=image_size, offset=0.5)
     for i, path in enumerate(files):
         final = out / _object_name(i)

@@ -97,7 +97,7 @@ class GeneratorTrainer:
     def load_vae(self):
         from ...models.autoencoder_atoken import AutoencoderAToken
 
-        return AutoencoderAToken.from_pretrained(self.vae_path()).eval()
+        return AutoencoderAToken.from_pretrained(self.vae_path(), local_files_only=True).eval()
 
     def model_kwargs(self, presets: dict) -> dict:
         spec = self.config.model
