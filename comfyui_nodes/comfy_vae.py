@@ -23,12 +23,15 @@ from functools import partial
 
 import torch
 
-from atoken_diffusers.utils.validation import PIXEL_LIMIT, value_range, values_checkable
+from atoken_diffusers.utils.validation import PIXEL_LIMIT, InputTooLargeError, value_range, values_checkable
 
-# Bytes per input element, measured on CPU for the full-size So/C with a little headroom: encode + decode
-# activations at 256 px are ~40 MB beyond the weights (benchmarks/results/cpu.md), i.e. ~200 bytes per pixel value.
-ENCODE_BYTES_PER_VALUE = 256
-DECODE_BYTES_PER_LATENT = 256 * 16 * 16 * 3 // 48 * 4
+# The fixes of a too-large input in ComfyUI's terms (the model names its Python arguments).
+COMFY_FIXES = {
+    "tiling": "use the VAE Encode (Tiled) / VAE Decode (Tiled) node",
+    "smaller_tile": "lower tile_size in the VAE Encode (Tiled) / VAE Decode (Tiled) node",
+    "smaller_input": "downscale the IMAGE (e.g. Upscale Image By < 1) or pass fewer frames: even the smallest tiles "
+                     "would not fit",
+}
 
 
 def latent_frames(frames: int, temporal: int = 4) -> int:
@@ -163,10 +166,15 @@ class ATokenComfyVAE:
         return crop_to_multiple(pixels, self.spacial_compression_encode()) if self.crop_input else pixels
 
     def memory_used_encode(self, shape, dtype) -> int:
-        return int(torch.Size(shape).numel() * ENCODE_BYTES_PER_VALUE * torch.finfo(dtype).bits // 32)
+        """Peak bytes of encoding pixels of ``shape`` (B, 3, [T,] H, W): the model's own estimate, as used by its
+        size check."""
+        with torch.no_grad():
+            return self.model.estimate_peak_bytes(tuple(shape), "encode", dtype)
 
     def memory_used_decode(self, shape, dtype) -> int:
-        return int(torch.Size(shape).numel() * DECODE_BYTES_PER_LATENT * torch.finfo(dtype).bits // 32)
+        """Peak bytes of decoding latents of ``shape`` (B, C, [t,] h, w)."""
+        with torch.no_grad():
+            return self.model.estimate_peak_bytes(tuple(shape), "decode", dtype)
 
     # ---- helpers
     def _batches(self, n: int, per_item: int) -> int:
@@ -186,7 +194,14 @@ class ATokenComfyVAE:
             return torch.cat([fn(x[i : i + step]) for i in range(0, x.shape[0], step)])
         except oom:
             logging.warning("AToken: out of memory, retrying with spatial tiles.")
-        return tiled_fn(x)
+        except InputTooLargeError as err:  # the model's estimate says untiled would not fit: tile, as after an OOM
+            if err.fix != "tiling":
+                raise ValueError(err.phrased(COMFY_FIXES)) from None
+            logging.warning("AToken: %s; running with spatial tiles.", err.problem)
+        try:
+            return tiled_fn(x)
+        except InputTooLargeError as err:
+            raise ValueError(err.phrased(COMFY_FIXES)) from None
 
     @staticmethod
     def _tiles(tile_px: int = 256, overlap: float = 0.25) -> dict:

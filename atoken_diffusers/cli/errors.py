@@ -38,6 +38,15 @@ class CommandError(SystemExit):
 USER_ERRORS = (OSError, ValueError, MemoryError)
 
 
+# How the fix of an input too large for the memory reads on the command line (the library names Python arguments).
+CLI_FIXES = {
+    "tiling": "pass --tiling, or a smaller input",
+    "smaller_tile": "pass a smaller input (fewer pixels, or fewer frames with --max-frames)",
+    "smaller_input": "pass a smaller input (fewer pixels, or fewer frames with --max-frames): even the smallest "
+                     "tiles would not fit",
+}
+
+
 def one_line(text: str) -> str:
     """``text`` with its lines joined: every message is one line, whatever the exception carried."""
     return " ".join(part.strip() for part in str(text).splitlines() if part.strip())
@@ -48,6 +57,8 @@ def _message(command: str, err: BaseException) -> tuple[str, int]:
         return one_line(err), USAGE
     if isinstance(err, KeyboardInterrupt):
         return "interrupted; partial outputs were removed.", INTERRUPTED
+    if hasattr(err, "phrased"):  # utils.validation.InputTooLargeError (not imported: the CLI starts light)
+        return one_line(err.phrased(CLI_FIXES)), FAILURE
     if isinstance(err, USER_ERRORS) or _is_out_of_memory(err):
         text = one_line(err) or type(err).__name__
         if isinstance(err, OSError) and err.filename and str(err.filename) not in text:

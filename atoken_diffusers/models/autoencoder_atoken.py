@@ -20,9 +20,11 @@ from ..quantizers.fsq import FSQ
 from ..tokens.patchify import grid_to_tokens, pad_to_patches, tokens_to_grid
 from ..tokens.sparse import SparseTokens
 from ..tokens.temporal_tiles import build_layout, grid_layout
-from ..utils.validation import check_indices, check_latents, check_pixels, check_tokens
+from ..utils.memory import check_fits, estimate_peak_bytes
+from ..utils.validation import check_latents, check_pixel_values, check_pixels, check_tokens
 from .config_validation import check_config
 from .decoder import ATokenDecoder
+from .discrete_and_semantic import DiscreteTokensMixin, SemanticFeaturesMixin
 from .encoder import ATokenEncoder
 from .inference_options import InferenceOptions
 from .outputs import SparseEncoderOutput
@@ -45,7 +47,7 @@ def _init_weights(module: nn.Module) -> None:
 
 
 class AutoencoderAToken(StrictLoadingMixin, ModelMixin, ConfigMixin, AutoencoderMixin, PeftAdapterMixin,
-                        FromOriginalATokenMixin):
+                        FromOriginalATokenMixin, DiscreteTokensMixin, SemanticFeaturesMixin):
     r"""AToken: one transformer tokenizer for images, videos and 3D assets.
 
     Pixels in [-1, 1] are cut into 4 x 16 x 16 patches (images are the first frame of a 4-frame group whose other
@@ -232,8 +234,12 @@ class AutoencoderAToken(StrictLoadingMixin, ModelMixin, ConfigMixin, Autoencoder
 
     # ------------------------------------------------------------------------------------- dense entry points
 
-    def _as_clip(self, x: torch.Tensor) -> tuple[torch.Tensor, bool]:
-        check_pixels(x, "x", self.config.in_channels)
+    def _as_clip(self, x: torch.Tensor, opts: InferenceOptions | None = None, mode: str = "encode"):
+        """Check shape, then the memory estimate of ``mode`` (with ``opts``; untiled when None), then values (so no
+        value check reads an input too large to process); images -> 1-frame clips. Returns (clip, is_image)."""
+        check_pixels(x, "x", self.config.in_channels, values=False)
+        check_fits(self, x.shape, mode, x.dtype, x.device, opts or InferenceOptions())
+        check_pixel_values(x, "x")
         return (x[:, :, None], True) if x.ndim == 4 else (x, False)
 
     @staticmethod
@@ -243,14 +249,14 @@ class AutoencoderAToken(StrictLoadingMixin, ModelMixin, ConfigMixin, Autoencoder
         return fn(x)
 
     def _encode_moments(self, clip: torch.Tensor, options: InferenceOptions) -> torch.Tensor:
-        """(B, 3, T, H, W) padded pixels -> (B, 2C, t, h, w) moments."""
+        """(B, 3, T, H, W) pixels -> (B, 2C, ceil(T/4), ceil(H/16), ceil(W/16)) moments; tiles pad themselves."""
         s = self.patch_size[1]
         tile, overlap = options.tile_cells(s)
-        if options.tiling and max(clip.shape[-2:]) > tile * s:
-            extent = (clip.shape[-2] // s, clip.shape[-1] // s)
-            fn = lambda piece, offset: self._encode_moments_untiled(piece, offset, extent)  # noqa: E731
+        extent = (-(-clip.shape[-2] // s), -(-clip.shape[-1] // s))
+        if options.tiling and max(extent) > tile:
+            fn = lambda piece, offset: self._encode_moments_untiled(pad_to_patches(piece, self.patch_size), offset, extent)  # noqa: E731
             return blend_tiles(fn, clip, tile, overlap, in_scale=s, out_scale=1)
-        return self._encode_moments_untiled(clip)
+        return self._encode_moments_untiled(pad_to_patches(clip, self.patch_size))
 
     def _clip_hidden(self, clip: torch.Tensor, offset=(0, 0), extent=None):
         """Padded (B, 3, T, H, W) pixels -> encoder hidden states (grid row order), their layout and token grid.
@@ -282,22 +288,23 @@ class AutoencoderAToken(StrictLoadingMixin, ModelMixin, ConfigMixin, Autoencoder
         posterior = self._encode(x, self.inference_options(**options))
         return AutoencoderKLOutput(latent_dist=posterior) if return_dict else (posterior,)
 
-    def _encode(self, x: torch.Tensor, opts: InferenceOptions) -> DiagonalGaussianDistribution:
-        clip, is_image = self._as_clip(x)
-        tile_frames = self.config.temporal_tile_frames
+    def _encode(self, x: torch.Tensor, opts: InferenceOptions, mode: str = "encode") -> DiagonalGaussianDistribution:
+        clip, is_image = self._as_clip(x, opts, mode)
+        tile_frames = self.config.temporal_tile_frames  # a multiple of 4: padding each chunk pads only the last
         encode_chunk = lambda c: time_chunked(lambda p: self._encode_moments(p, opts), c, tile_frames)  # noqa: E731
-        moments = self._per_sample(encode_chunk, pad_to_patches(clip, self.patch_size), opts)
+        moments = self._per_sample(encode_chunk, clip, opts)
         if is_image:
             moments = moments[:, :, 0]
         return DiagonalGaussianDistribution(moments)
 
-    def _decode_clip(self, z: torch.Tensor, options: InferenceOptions) -> torch.Tensor:
-        """(B, C, t, h, w) latents -> (B, 3, 4t, 16h, 16w) pixels."""
+    def _decode_clip(self, z: torch.Tensor, options: InferenceOptions, frames: int | None = None) -> torch.Tensor:
+        """(B, C, t, h, w) latents -> (B, 3, 4t, 16h, 16w) pixels, the first ``frames`` kept (images: 1, so tiles
+        blend one frame, not the 4 of the group)."""
         tile, overlap = options.tile_cells(self.patch_size[1])
         if options.tiling and max(z.shape[-2:]) > tile:
-            fn = lambda piece, offset: self._decode_clip_untiled(piece, options, offset, tuple(z.shape[-2:]))  # noqa: E731
+            fn = lambda piece, offset: self._decode_clip_untiled(piece, options, offset, tuple(z.shape[-2:]))[:, :, :frames]  # noqa: E731
             return blend_tiles(fn, z, tile, overlap, in_scale=1, out_scale=self.patch_size[1])
-        return self._decode_clip_untiled(z, options)
+        return self._decode_clip_untiled(z, options)[:, :, :frames]
 
     def _decode_clip_untiled(self, z: torch.Tensor, options: InferenceOptions, offset=(0, 0), extent=None):
         b, _, t, h, w = z.shape
@@ -324,13 +331,15 @@ class AutoencoderAToken(StrictLoadingMixin, ModelMixin, ConfigMixin, Autoencoder
         sample = self._decode(z, self.inference_options(**options))
         return DecoderOutput(sample=sample) if return_dict else (sample,)
 
-    def _decode(self, z: torch.Tensor, opts: InferenceOptions) -> torch.Tensor:
+    def _decode(self, z: torch.Tensor, opts: InferenceOptions, fits_checked: bool = False) -> torch.Tensor:
         check_latents(z, self.config.latent_channels)
+        if not fits_checked:
+            check_fits(self, z.shape, "decode", z.dtype, z.device, opts)
         is_image = z.ndim == 4
         # Without a cache, decoder tiles are independent: decode one tile at a time. With a cache every tile needs the
         # previous one's keys/values, so all tiles run in one pass.
         chunk = None if opts.decode_cache_frames else opts.decode_stride_frames // self.patch_size[0]
-        decode_chunk = lambda c: time_chunked(lambda p: self._decode_clip(p, opts), c, chunk)  # noqa: E731
+        decode_chunk = lambda c: time_chunked(lambda p: self._decode_clip(p, opts, 1 if is_image else None), c, chunk)  # noqa: E731
         clip = self._per_sample(decode_chunk, z[:, :, None] if is_image else z, opts)
         return clip[:, :, 0] if is_image else clip
 
@@ -346,54 +355,19 @@ class AutoencoderAToken(StrictLoadingMixin, ModelMixin, ConfigMixin, Autoencoder
         ``sample_posterior``; models with an FSQ quantizer decode the quantised codes. ``options`` as in
         :meth:`decode`, for this call only."""
         opts = self.inference_options(**options)
-        posterior = self._encode(sample, opts)
+        posterior = self._encode(sample, opts, mode="forward")  # one memory check for both halves
         z = posterior.sample(generator=generator) if sample_posterior else posterior.mode()
         if self.quantizer is not None:
             z = self.quantizer.quantize_channels_first(z)[0]
-        dec = self._decode(z, opts)
+        dec = self._decode(z, opts, fits_checked=True)
         dec = dec[..., : sample.shape[-2], : sample.shape[-1]]
         if sample.ndim == 5:
             dec = dec[:, :, : sample.shape[2]]
         return DecoderOutput(sample=dec) if return_dict else (dec,)
 
-    # ----------------------------------------------------------------------- discrete tokens and embeddings
-
-    def _require_quantizer(self) -> FSQ:
-        if self.quantizer is None:
-            raise ValueError(
-                "This model has no FSQ quantizer (config use_quantizer=False). Load an FSQ checkpoint such as So/D "
-                "(preset 'so-d'), or construct the model with use_quantizer=True."
-            )
-        return self.quantizer
-
-    @torch.no_grad()
-    def tokenize(self, x: torch.Tensor) -> torch.Tensor:
-        """Discrete FSQ indices of images (B, codebooks, h, w) or videos (B, codebooks, t, h, w), int64."""
-        fsq = self._require_quantizer()
-        mean = self.encode(x).latent_dist.mode()
-        return fsq.quantize_channels_first(mean)[1]
-
-    def detokenize(self, indices: torch.Tensor) -> torch.Tensor:
-        """FSQ indices -> latents (B, C, h, w) / (B, C, t, h, w) to pass to :meth:`decode`."""
-        fsq = self._require_quantizer()
-        check_indices(indices, fsq.num_codebooks, fsq.codebook_size)
-        return fsq.indices_to_codes_channels_first(indices).to(self.dtype)
-
-    def _encode_dense_hidden(self, x: torch.Tensor):
-        clip, is_image = self._as_clip(x)
-        hidden, layout, grid = self._clip_hidden(pad_to_patches(clip, self.patch_size))
-        return hidden, layout, grid, is_image
-
-    @apply_forward_hook
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """L2-normalised pooled semantic embedding (B, encoder_dim) of images or videos (all frames pooled)."""
-        hidden, layout, _, _ = self._encode_dense_hidden(x)
-        return F.normalize(self.encoder.embed(hidden, layout), dim=-1)
-
-    @apply_forward_hook
-    def encode_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Dense encoder features after the final LayerNorm, before the latent projection (what a multimodal LLM
-        consumes): (B, encoder_dim, h, w) for images, (B, encoder_dim, t, h, w) for videos."""
-        hidden, layout, grid, is_image = self._encode_dense_hidden(x)
-        feats = tokens_to_grid(hidden, grid, LATENT_PATCH)
-        return feats[:, :, 0] if is_image else feats
+    def estimate_peak_bytes(self, shape, mode: str = "encode", dtype: torch.dtype | None = None, **options) -> int:
+        """Estimated peak memory in bytes (beyond weights and input) of encoding pixels of ``shape`` (B, 3, H, W) /
+        (B, 3, T, H, W), decoding latents of ``shape`` (``mode="decode"``) or both (``"forward"``), with this call's
+        ``options`` (as in :meth:`decode`). Calls whose estimate exceeds the available memory raise
+        :class:`~atoken_diffusers.utils.validation.InputTooLargeError`; see :mod:`atoken_diffusers.utils.memory`."""
+        return estimate_peak_bytes(self, shape, mode, dtype or self.dtype, self.inference_options(**options))

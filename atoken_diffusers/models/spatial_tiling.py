@@ -43,9 +43,10 @@ def blend_tiles(
     Args:
         tile, overlap: tile side and overlap in latent cells.
         in_scale, out_scale: pixels per latent cell at the input and at the output of ``fn`` (16 and 1 for encode,
-            1 and 16 for decode).
+            1 and 16 for decode). A side of ``x`` that is not a multiple of ``in_scale`` counts as one more cell:
+            the tiles at that edge are shorter and ``fn`` pads them (so ``x`` is never padded whole).
     """
-    h, w = x.shape[-2] // in_scale, x.shape[-1] // in_scale
+    h, w = -(-x.shape[-2] // in_scale), -(-x.shape[-1] // in_scale)
     out = weight = None
     for i in tile_starts(h, tile, overlap):
         for j in tile_starts(w, tile, overlap):
@@ -61,7 +62,7 @@ def blend_tiles(
             cols = slice(j * out_scale, j * out_scale + pw)
             out[..., rows, cols] += piece * wt
             weight[rows, cols] += wt
-    return (out / weight).to(x.dtype)
+    return out.div_(weight).to(x.dtype)  # in place: the output is the largest tensor here
 
 
 def time_chunked(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, chunk: int | None) -> torch.Tensor:

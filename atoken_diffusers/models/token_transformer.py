@@ -49,7 +49,8 @@ class TokenTransformer(nn.Module):
     def hidden_states(self, feats: torch.Tensor, layout: TokenLayout) -> torch.Tensor:
         """(N, in_channels) tokens in group order -> (N, dim) normalised hidden states in group order."""
         xy = layout.positions[:, 1:3].long()
-        x = self.proj_in(feats) + self.pos_table(xy, layout.group, layout.group_sizes, layout.table_size).to(feats.dtype)
+        pos = self.pos_table(xy, layout.group, layout.group_sizes, layout.table_size, layout.table_window)
+        x = self.proj_in(feats) + pos.to(feats.dtype)
         ctx = AttentionContext(layout.plan)
         if self.use_rope:
             ctx.rope_q = RotaryTables(layout.positions, self.head_dim)

@@ -38,6 +38,7 @@ class TokenLayout:
         plan: the self-attention plan.
         tokens_per_sample: (B,) token counts per sample (sorted tokens are also sample after sample).
         table_size: (height, width) shared by all groups when known from shapes (dense grids), else None.
+        table_window: (top, left, rows, cols) of ``table_size`` holding every token (a spatial tile), else None.
         order/restore are None when the input rows are already in group order (dense grids).
     """
 
@@ -50,6 +51,7 @@ class TokenLayout:
     plan: AttentionPlan
     tokens_per_sample: torch.Tensor
     table_size: tuple[int, int] | None = None
+    table_window: tuple[int, int, int, int] | None = None
 
     def sort(self, rows: torch.Tensor) -> torch.Tensor:
         """Input-order rows -> group order."""
@@ -90,7 +92,8 @@ def grid_layout(grid: tuple[int, int, int, int], stride: int = 4, offset: tuple[
     size = tuple(extent) if extent is not None else (h, w)
     group_sizes = torch.tensor(size, device=device).expand(b * len(tiles), 2)
     tokens_per_sample = torch.full((b,), t * h * w, device=device)
-    return TokenLayout(None, None, group, group_sizes, positions, positions, plan, tokens_per_sample, size)
+    window = (offset[0], offset[1], h, w)
+    return TokenLayout(None, None, group, group_sizes, positions, positions, plan, tokens_per_sample, size, window)
 
 
 def build_layout(

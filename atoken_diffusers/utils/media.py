@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -71,10 +72,17 @@ def resize_centre_crop(x: torch.Tensor, size: int, mode: str = "bicubic") -> tor
 def load_image(path: str | os.PathLike) -> torch.Tensor:
     """(1, 3, H, W) in [-1, 1]. A file Pillow cannot read raises ValueError naming it (not Pillow's OSError)."""
     try:
-        with Image.open(path) as im:
-            return to_tensor(np.asarray(im.convert("RGB")))[None]
+        with warnings.catch_warnings():
+            # Pillow warns above ~89 MP and refuses above twice that: the warning would be a second stderr line
+            # for a legitimate large photograph; the refusal below stays (the memory check then judges the size).
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                return to_tensor(np.asarray(im.convert("RGB")))[None]
     except UnidentifiedImageError as err:
         raise ValueError(f"{path} is not a readable image ({err}); pass a PNG, JPEG, WebP, ... file.") from None
+    except Image.DecompressionBombError:
+        raise ValueError(f"{path} has more than {2 * Image.MAX_IMAGE_PIXELS} pixels (Pillow's decompression-bomb "
+                         "limit); downscale it first.") from None
 
 
 def save_image(x: torch.Tensor, path: str | os.PathLike) -> None:

@@ -3,7 +3,12 @@
 Shape, dtype and type checks always run (they cost nothing). Checks of tensor *values* (ranges, NaN/Inf, index
 bounds) need the values on the host: they run for CPU tensors in eager mode, and are skipped for accelerator tensors
 (where reading a value would stall the device every call) and while ``torch.compile`` / ``torch.export`` trace (where
-it would break the graph). :func:`values_checkable` says which.
+it would break the graph). :func:`values_checkable` says which. No value check copies its input: dimensions broadcast
+by ``expand()`` are read once and other strided views are reduced in bounded chunks (:func:`value_range`), so checking
+a 30000 x 30000 expanded view costs what its storage costs.
+
+Sizes: :class:`InputTooLargeError` is raised (by :mod:`atoken_diffusers.utils.memory`) for inputs whose estimated peak
+memory exceeds what the device has available.
 """
 
 from __future__ import annotations
@@ -15,6 +20,32 @@ import torch
 # Pixels are expected in [-1, 1]; a little overshoot (e.g. from a previous decode) is fine, 0..255 or 0..1-scaled
 # garbage is not.
 PIXEL_LIMIT = 1.5
+# Largest temporary (elements) a value check may create when reducing a strided view that no permutation makes
+# contiguous (e.g. x[..., ::2]): 16M float32 = 64 MB.
+REDUCE_CHUNK = 1 << 24
+
+
+class InputTooLargeError(ValueError):
+    """An input whose estimated peak memory exceeds the memory available; the message gives both figures and the fix
+    (tiling, a smaller size). A ``ValueError``, so callers that catch bad input catch this too.
+
+    Attributes: ``problem`` (the message before the fix) and ``fix``, one of ``"tiling"``, ``"smaller_tile"`` and
+    ``"smaller_input"``, so a front end (the CLI, ComfyUI) can name its own flag or widget instead of the Python
+    argument."""
+
+    FIXES = {
+        "tiling": "pass tiling=True (or call enable_tiling()) and slicing=True, or a smaller input",
+        "smaller_tile": "pass a smaller tile_sample_min_size and slicing=True",
+        "smaller_input": "pass a smaller input (fewer samples, frames or pixels): even the smallest tiles would not fit",
+    }
+
+    def __init__(self, problem: str, fix: str):
+        super().__init__(f"{problem}; {self.FIXES[fix]}.")
+        self.problem, self.fix = problem, fix
+
+    def phrased(self, fixes: dict[str, str]) -> str:
+        """The message with the fix worded by ``fixes`` (keys as :attr:`FIXES`; missing ones keep the default)."""
+        return f"{self.problem}; {fixes.get(self.fix, self.FIXES[self.fix])}."
 
 
 def check_tensor(x, name: str) -> torch.Tensor:
@@ -32,10 +63,34 @@ def values_checkable(x: torch.Tensor) -> bool:
     return x.device.type == "cpu"
 
 
+def distinct_view(x: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """``x`` without its broadcast copies, and how often each element repeats: dimensions of stride 0 (from
+    ``expand()``) narrowed to one entry, the rest permuted into storage order (contiguous for any permutation of a
+    contiguous tensor). Its min, max and NaN presence are ``x``'s; no data is copied."""
+    repeat = 1
+    for dim, (size, stride) in enumerate(zip(x.shape, x.stride())):
+        if stride == 0 and size > 1:
+            x, repeat = x.narrow(dim, 0, 1), repeat * size
+    order = sorted(range(x.ndim), key=lambda d: -x.stride(d))
+    return x.permute(order), repeat
+
+
+def _aminmax_bounded(x: torch.Tensor) -> torch.Tensor:
+    """(2,) min and max of ``x``; a strided ``x`` is reduced in pieces of at most REDUCE_CHUNK elements, since
+    ``torch.aminmax`` copies any non-contiguous input whole."""
+    if x.is_contiguous() or x.numel() <= REDUCE_CHUNK:
+        return torch.stack(torch.aminmax(x))
+    rows = max(1, REDUCE_CHUNK * x.shape[0] // x.numel())
+    parts = [_aminmax_bounded(part[0] if part.shape[0] == 1 else part) for part in x.split(rows)]
+    lo, hi = torch.stack(parts).unbind(1)
+    return torch.stack([lo.min(), hi.max()])
+
+
 def value_range(x: torch.Tensor) -> tuple[float, float]:
-    """(min, max) in one pass without a temporary copy of ``x`` (NaN propagates into both)."""
-    lo, hi = torch.aminmax(x.detach())
-    return lo.item(), hi.item()
+    """(min, max) in one pass without a copy of ``x``, also for expanded or strided views (NaN propagates into
+    both)."""
+    lo, hi = _aminmax_bounded(distinct_view(x.detach())[0]).tolist()
+    return lo, hi
 
 
 def check_finite(x: torch.Tensor, name: str, bounds: tuple[float, float] | None = None) -> None:
@@ -44,12 +99,14 @@ def check_finite(x: torch.Tensor, name: str, bounds: tuple[float, float] | None 
         return
     lo, hi = bounds if bounds is not None else value_range(x)
     if not (math.isfinite(lo) and math.isfinite(hi)):
-        bad = (~torch.isfinite(x)).sum().item()  # only on the error path
+        core, repeat = distinct_view(x.detach())
+        bad = (~torch.isfinite(core)).sum().item() * repeat  # only on the error path
         raise ValueError(f"{name} contains {bad} NaN/Inf values; clean the input (e.g. torch.nan_to_num) first.")
 
 
-def check_pixels(x, name: str = "x", channels: int = 3) -> torch.Tensor:
-    """Validate images (B, C, H, W) or videos (B, C, T, H, W) in [-1, 1]."""
+def check_pixels(x, name: str = "x", channels: int = 3, values: bool = True) -> torch.Tensor:
+    """Validate images (B, C, H, W) or videos (B, C, T, H, W) in [-1, 1]; ``values=False`` checks only the type and
+    shape (then call :func:`check_pixel_values`, e.g. after a size check)."""
     check_tensor(x, name)
     if x.ndim not in (4, 5):
         raise ValueError(
@@ -63,6 +120,11 @@ def check_pixels(x, name: str = "x", channels: int = 3) -> torch.Tensor:
     if x.shape[1] != channels:
         hint = " (channel-last input? use x.permute(0, 3, 1, 2))" if x.shape[-1] == channels else ""
         raise ValueError(f"{name} must have {channels} channels in dim 1; got shape {tuple(x.shape)}{hint}.")
+    return check_pixel_values(x, name) if values else x
+
+
+def check_pixel_values(x: torch.Tensor, name: str = "x") -> torch.Tensor:
+    """Raise if float pixels ``x`` hold NaN/Inf or lie far outside [-1, 1] (when :func:`values_checkable`)."""
     if not values_checkable(x):
         return x
     bounds = value_range(x)
@@ -105,7 +167,7 @@ def check_indices(indices, num_codebooks: int, codebook_size: int, name: str = "
         )
     if not values_checkable(indices):
         return indices
-    lo, hi = indices.min().item(), indices.max().item()
+    lo, hi = (int(v) for v in value_range(indices))
     if lo < 0 or hi >= codebook_size:
         raise ValueError(f"{name} must lie in [0, {codebook_size}); got values in [{lo}, {hi}].")
     return indices
