@@ -184,3 +184,12 @@ def test_encode_dataset_bar_counts_every_file_and_skipped_shards(tmp_path, conve
     capsys.readouterr()
     module.encode_dataset(*args, resolution=32, shard_size=4, batch_size=2, progress=False)
     assert capsys.readouterr().err == ""
+
+
+def test_console_script_exits_zero_after_a_command_that_returns_a_value(monkeypatch):
+    """setuptools' console-script wrapper calls sys.exit(entry()): a command's returned summary (encode-dataset
+    returns one) must not become exit status 1 with the summary printed."""
+    import atoken_diffusers.cli.main as cli
+
+    monkeypatch.setattr(cli, "main", lambda argv=None: {"shards": 2})
+    assert cli.entry() is None

@@ -16,6 +16,7 @@ from . import (
     convert,
     demo,
     encode_dataset,
+    evaluate,
     export,
     generate,
     latent_stats,
@@ -65,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="show the Python traceback of an error instead of its one-line message")
     sub = parser.add_subparsers(dest="command", required=True)
     for module in (convert, reconstruct, classify, pack3d, selftest, train, demo, encode_dataset, latent_stats,
-                   train_generator, generate, export):
+                   train_generator, generate, export, evaluate):
         module.add_parser(sub)
     return parser
 
@@ -78,6 +79,13 @@ def main(argv: list[str] | None = None):
     install_interrupt_cleanup()  # SIGTERM/SIGHUP remove temporary files as Ctrl-C does
     command = " ".join(filter(None, (args.command, getattr(args, "what", None) if args.command == "generate" else None)))
     return run_command(args.func, args, command, debug=args.debug)
+
+
+def entry() -> None:
+    """The ``atoken`` console script and ``python -m atoken_diffusers``: exit status 0 once a command succeeds,
+    whatever it returned (setuptools' wrapper passes the function's value to ``sys.exit``, which would print a
+    returned summary and exit 1)."""
+    main()
 
 
 if __name__ == "__main__":

@@ -66,7 +66,7 @@ def fit_baselines(run_dir: Path) -> Path:
     from ..training.config import TrainConfig
     from ..utils.media_sets import expand_paths
     from .baseline import PCACodec, sample_image_patches, sample_video_patches, sample_views
-    from .evaluate import IMAGE_PCA, VIDEO_PCA
+    from .held_out import IMAGE_PCA, VIDEO_PCA
 
     image_pca = run_dir / "pca-48.safetensors"
     stage1 = TrainConfig.from_yaml("embedded_stage1")

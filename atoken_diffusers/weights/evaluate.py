@@ -20,45 +20,50 @@ from pathlib import Path
 
 import torch
 
+from ..evaluation.autoencoders import reconstruct_atoken
+from ..evaluation.datasets import Item, Protocol, prepare, square
+from ..evaluation.metrics import pixel_scores
 from ..utils.atomic import write_atomically
-from ..utils.media import load_image, load_video, resize_centre_crop
 from ..utils.media_sets import bundled_folder
 from ..utils.metrics import psnr, ssim
 from .baseline import PCACodec, grid_ratio
+from .held_out import HELD_OUT_IMAGES, HELD_OUT_MESH, HELD_OUT_PATTERNS, HELD_OUT_VIDEO, IMAGE_PCA, VIDEO_PCA
 
-HELD_OUT_IMAGES = [("skimage", "chelsea.png"), ("skimage", "coffee.png"), ("skimage", "rocket.jpg"),
-                   ("skimage", "astronaut.png"), ("skimage", "motorcycle_left.png"), ("gradio:images", "lion.jpg"),
-                   ("gradio:images", "tower.jpg"), ("gradio:images", "cheetah.jpg"), ("gradio:images", "bus.png"),
-                   ("gradio:images", "groot.jpeg")]
-# File-name patterns training leaves out: the held-out pictures and their near-copies (motorcycle_right is the
-# other view of the same scene, cheetah1 the same animal).
-HELD_OUT_PATTERNS = ["chelsea.png", "coffee.png", "rocket.jpg", "astronaut.png", "motorcycle_*", "lion.jpg",
-                     "tower.jpg", "cheetah*", "bus.png", "groot.jpeg"]
-HELD_OUT_VIDEO = ("gradio:videos", "a.mp4")
-HELD_OUT_MESH = ("gradio:models3d", "Duck.glb")
-BASELINE_DIR = Path(__file__).parent / "baseline"
-IMAGE_PCA = BASELINE_DIR / "pca-48-image.safetensors"
-VIDEO_PCA = BASELINE_DIR / "pca-48-video.safetensors"
+__all__ = [
+    "HELD_OUT_IMAGES",
+    "HELD_OUT_MESH",
+    "HELD_OUT_PATTERNS",
+    "HELD_OUT_VIDEO",
+    "IMAGE_PCA",
+    "VIDEO_PCA",
+    "evaluate_all",
+    "evaluate_images",
+    "evaluate_images_pca",
+    "evaluate_mesh",
+    "evaluate_video",
+    "held_out_clip",
+    "held_out_image",
+    "image_table",
+    "main",
+    "square",
+]
 
-
-def square(x: torch.Tensor, size: int = 256) -> torch.Tensor:
-    """(..., 3, H, W) -> shorter side resized to ``size`` (bilinear, antialiased), centre-cropped, in [-1, 1]."""
-    return resize_centre_crop(x, size, mode="bilinear").clamp(-1, 1)
 
 
 def held_out_image(bundle: str, name: str) -> torch.Tensor:
     """A bundled image as (1, 3, 256, 256) in [-1, 1]."""
-    return square(load_image(bundled_folder(bundle) / name))
+    return prepare(Item("images", bundled_folder(bundle) / name, name), Protocol(256, "crop")).x
 
 
 def held_out_clip(frames: int = 16) -> torch.Tensor:
-    """The held-out clip's first ``frames`` frames as (1, 3, T, 256, 256) in [-1, 1]."""
-    video, _ = load_video(bundled_folder(HELD_OUT_VIDEO[0]) / HELD_OUT_VIDEO[1], max_frames=frames)
-    return square(video.transpose(1, 2)).transpose(1, 2)
+    """The held-out clip's first ``frames`` frames as (1, 3, T, 256, 256) in [-1, 1] (``atoken evaluate``'s video
+    protocol)."""
+    path = bundled_folder(HELD_OUT_VIDEO[0]) / HELD_OUT_VIDEO[1]
+    return prepare(Item("videos", path, path.name), Protocol(256, "crop", frames)).x
 
 
 def _scores(rec: torch.Tensor, x: torch.Tensor) -> dict:
-    return {"psnr": psnr(rec, x), "ssim": ssim(rec, x), "grid": grid_ratio(rec)}
+    return {**pixel_scores(rec, x), "grid": grid_ratio(rec)}
 
 
 def _mean(per_image: dict, key: str) -> float:
@@ -72,8 +77,7 @@ def evaluate_images(model, discrete: bool = False) -> dict:
     scores = {}
     for bundle, name in HELD_OUT_IMAGES:
         x = held_out_image(bundle, name)
-        rec = model.decode(model.detokenize(model.tokenize(x))).sample if discrete else model(x).sample
-        scores[name] = _scores(rec.clamp(-1, 1), x)
+        scores[name] = _scores(reconstruct_atoken(model, x, discrete), x)
     return {"per_image": scores, **{k: _mean(scores, k) for k in ("psnr", "ssim", "grid")}}
 
 
