@@ -70,7 +70,7 @@ def test_wheel_installs_and_reconstructs_outside_the_repository(tmp_path):
             assert f"atoken_diffusers/weights/{model}/{part}" in names, f"{model}/{part} missing from {wheel.name}"
     assert any(n.startswith("atoken_diffusers/training/configs/") and n.endswith(".yaml") for n in names)
     assert not any(n.startswith("tests/") for n in names)
-    assert re.search(r"^atoken\s*=\s*atoken_diffusers\.cli\.main:main$", entry_points, re.MULTILINE)
+    assert re.search(r"^atoken\s*=\s*atoken_diffusers\.cli\.main:entry$", entry_points, re.MULTILINE)
 
     # a fresh environment: torch first (as the README says), then the wheel with its declared dependencies
     venv = tmp_path / "venv"
