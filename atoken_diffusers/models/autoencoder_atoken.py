@@ -17,7 +17,7 @@ from torch import nn
 from ..layers.pooling_head import AttentionPoolingHead
 from ..layers.position_table import LearnedPositionTable
 from ..quantizers.fsq import FSQ
-from ..tokens.patchify import grid_to_tokens, pad_to_patches, tokens_to_grid
+from ..tokens.patchify import LATENT_PATCH, grid_to_tokens, pad_to_patches, tokens_to_grid
 from ..tokens.sparse import SparseTokens
 from ..tokens.temporal_tiles import build_layout, grid_layout
 from ..utils.memory import check_fits, estimate_peak_bytes
@@ -32,8 +32,6 @@ from .presets import preset_config
 from .single_file import FromOriginalATokenMixin
 from .spatial_tiling import blend_tiles, time_chunked
 from .strict_loading import StrictLoadingMixin
-
-LATENT_PATCH = (1, 1, 1)
 
 
 def _init_weights(module: nn.Module) -> None:
@@ -254,8 +252,11 @@ class AutoencoderAToken(StrictLoadingMixin, ModelMixin, ConfigMixin, Autoencoder
         tile, overlap = options.tile_cells(s)
         extent = (-(-clip.shape[-2] // s), -(-clip.shape[-1] // s))
         if options.tiling and max(extent) > tile:
-            fn = lambda piece, offset: self._encode_moments_untiled(pad_to_patches(piece, self.patch_size), offset, extent)  # noqa: E731
-            return blend_tiles(fn, clip, tile, overlap, in_scale=s, out_scale=1)
+
+            def encode_tile(piece, offset):
+                return self._encode_moments_untiled(pad_to_patches(piece, self.patch_size), offset, extent)
+
+            return blend_tiles(encode_tile, clip, tile, overlap, in_scale=s, out_scale=1)
         return self._encode_moments_untiled(pad_to_patches(clip, self.patch_size))
 
     def _clip_hidden(self, clip: torch.Tensor, offset=(0, 0), extent=None):
@@ -302,8 +303,11 @@ class AutoencoderAToken(StrictLoadingMixin, ModelMixin, ConfigMixin, Autoencoder
         blend one frame, not the 4 of the group)."""
         tile, overlap = options.tile_cells(self.patch_size[1])
         if options.tiling and max(z.shape[-2:]) > tile:
-            fn = lambda piece, offset: self._decode_clip_untiled(piece, options, offset, tuple(z.shape[-2:]))[:, :, :frames]  # noqa: E731
-            return blend_tiles(fn, z, tile, overlap, in_scale=1, out_scale=self.patch_size[1])
+
+            def decode_tile(piece, offset):
+                return self._decode_clip_untiled(piece, options, offset, tuple(z.shape[-2:]))[:, :, :frames]
+
+            return blend_tiles(decode_tile, z, tile, overlap, in_scale=1, out_scale=self.patch_size[1])
         return self._decode_clip_untiled(z, options)[:, :, :frames]
 
     def _decode_clip_untiled(self, z: torch.Tensor, options: InferenceOptions, offset=(0, 0), extent=None):
@@ -339,7 +343,8 @@ class AutoencoderAToken(StrictLoadingMixin, ModelMixin, ConfigMixin, Autoencoder
         # Without a cache, decoder tiles are independent: decode one tile at a time. With a cache every tile needs the
         # previous one's keys/values, so all tiles run in one pass.
         chunk = None if opts.decode_cache_frames else opts.decode_stride_frames // self.patch_size[0]
-        decode_chunk = lambda c: time_chunked(lambda p: self._decode_clip(p, opts, 1 if is_image else None), c, chunk)  # noqa: E731
+        frames = 1 if is_image else None
+        decode_chunk = lambda c: time_chunked(lambda p: self._decode_clip(p, opts, frames), c, chunk)  # noqa: E731
         clip = self._per_sample(decode_chunk, z[:, :, None] if is_image else z, opts)
         return clip[:, :, 0] if is_image else clip
 

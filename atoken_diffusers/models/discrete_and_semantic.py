@@ -9,10 +9,8 @@ import torch.nn.functional as F
 from diffusers.utils.accelerate_utils import apply_forward_hook
 
 from ..quantizers.fsq import FSQ
-from ..tokens.patchify import pad_to_patches, tokens_to_grid
+from ..tokens.patchify import LATENT_PATCH, pad_to_patches, tokens_to_grid
 from ..utils.validation import check_indices
-
-LATENT_PATCH = (1, 1, 1)
 
 
 class DiscreteTokensMixin:

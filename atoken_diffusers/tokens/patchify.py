@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from .sparse import SparseTokens
 
 PATCH_SIZE = (4, 16, 16)
+LATENT_PATCH = (1, 1, 1)  # a latent grid: one token per cell
 
 
 def grid_coords(batch: int, t: int, h: int, w: int, device=None) -> torch.Tensor:
