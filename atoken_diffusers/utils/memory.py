@@ -6,9 +6,9 @@ AutoencoderAToken` from shapes alone: the work unit that runs at once (one sampl
 the transformer activations and the per-unit patch tensors; the whole output is added on top. The constants below
 were calibrated against the peak anonymous memory of real calls on the ``tiny`` and ``small`` presets (CPU, float32,
 PyTorch 2.13; estimates at 1.03-1.77x the measured peaks; tests/test_bad_sizes.py keeps three of them between 1x and
-2x). Attention runs through
-``scaled_dot_product_attention`` kernels that never hold the (tokens x tokens) score matrix of a dense grid, so it
-adds no quadratic term; the decoder's key/value cache (a masked layout) is the one path not calibrated.
+2x). Attention runs through ``scaled_dot_product_attention`` kernels that never hold the (tokens x tokens) score
+matrix of a dense grid, so it adds no quadratic term; the decoder's key/value cache (a masked layout) is the one path
+not calibrated.
 
 :func:`check_fits` compares the estimate with :func:`available_bytes` (``psutil.virtual_memory().available`` on
 CPU, free plus PyTorch-cached memory on CUDA) and raises :class:`~atoken_diffusers.utils.validation.
