@@ -130,7 +130,6 @@ def bad_inputs(folders, tmp_path) -> Path:
     mixed = tmp_path / "mixed"
     save_image(real_image(32, 32), mixed / "a.png")
     (mixed / "b.png").write_text("not an image")
-    (tmp_path / "inception.safetensors").parent.mkdir(exist_ok=True)
     save_file({"fc.weight": torch.zeros(3, 3)}, str(tmp_path / "inception.safetensors"))
     return tmp_path
 

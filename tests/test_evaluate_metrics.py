@@ -43,6 +43,15 @@ def noisy(x: torch.Tensor, sigma: float, seed: int = 1) -> torch.Tensor:
     return (x + sigma * torch.randn(x.shape, generator=g)).clamp(-1, 1)
 
 
+def assert_frechet_properties(network: nn.Module, items: torch.Tensor, dim: int) -> None:
+    """Features of ``items`` are ``dim``-wide and spread; a set's distance to itself is ~0; more noise, farther."""
+    real = features(network, items)
+    assert real.shape == (items.shape[0], dim) and real.std() > 1e-3
+    assert frechet_distance(real, features(network, items)) == pytest.approx(0.0, abs=1e-6)
+    distances = [frechet_distance(real, features(network, noisy(items, s))) for s in (0.1, 0.5)]
+    assert 0 < distances[0] < distances[1]
+
+
 @pytest.fixture(scope="module")
 def photos() -> torch.Tensor:
     """Three different crops of a real photograph, (3, 3, 48, 48) in [-1, 1]."""
@@ -103,11 +112,7 @@ def test_fid_inception_loads_strictly_and_rfid_orders_noise(tmp_path, photos):
     assert torch.equal(loaded.Mixed_7c.branch_pool.conv.weight, net.Mixed_7c.branch_pool.conv.weight)
     assert loaded.input_size == 299
     loaded.input_size = 107  # the same network on 107-px inputs: FID's 299 px costs 8x the time on this CPU
-    real = features(loaded, photos)
-    assert real.shape == (3, 2048) and real.std() > 1e-3
-    assert frechet_distance(real, features(loaded, photos)) == pytest.approx(0.0, abs=1e-6)
-    fids = [frechet_distance(real, features(loaded, noisy(photos, s))) for s in (0.1, 0.5)]
-    assert 0 < fids[0] < fids[1]
+    assert_frechet_properties(loaded, photos, 2048)
 
     state = net.state_dict()
     del state["fc.bias"]
@@ -125,11 +130,7 @@ def test_i3d_loads_strictly_and_rfvd_orders_noise(tmp_path):
     video, _ = load_video(bundled_folder("gradio:videos") / "b.mp4", max_frames=24)
     small = torch.nn.functional.interpolate(video[0].transpose(0, 1), size=(32, 32), mode="area").transpose(0, 1)
     clips = torch.stack([small[:, i:i + 8] for i in (0, 8, 16)])  # (3, 3, 8, 32, 32)
-    real = features(loaded, clips)
-    assert real.shape == (3, 400) and real.std() > 1e-3
-    assert frechet_distance(real, features(loaded, clips)) == pytest.approx(0.0, abs=1e-6)
-    fvds = [frechet_distance(real, features(loaded, noisy(clips, s))) for s in (0.1, 0.5)]
-    assert 0 < fvds[0] < fvds[1]
+    assert_frechet_properties(loaded, clips, 400)
     state = net.state_dict()
     state.pop("Mixed_5c.b3b.conv3d.weight")
     torch.save(state, tmp_path / "bad.pt")

@@ -111,8 +111,8 @@ def _unit_bytes(model, grid: tuple[int, int, int, int], image: bool, mode: str, 
             min(tile, w) if tiled else w)
     tokens = math.prod(unit)
     patch_dim = pt * s * s * config.in_channels
-    element = torch.empty((), dtype=model.dtype).element_size()
-    pixel_element = max(element, torch.empty((), dtype=dtype).element_size())
+    element = model.dtype.itemsize
+    pixel_element = max(element, dtype.itemsize)
     side = "encoder" if mode == "encode" else "decoder"
     stack = transformer_bytes(tokens, config[f"{side}_dim"], config[f"{side}_mlp_dim"], config[f"{side}_depth"],
                               element, _grad(model))
@@ -151,11 +151,11 @@ def check_fits(model, shape, mode: str, dtype: torch.dtype, device: torch.device
     memory available on ``device``; skipped while ``torch.compile``/``torch.export`` trace and on unknown devices."""
     if torch.compiler.is_compiling() or torch.compiler.is_exporting():
         return
-    available = available_bytes(device)
-    if available is None:
-        return
     need = estimate_peak_bytes(model, shape, mode, dtype, options)
-    if need <= available:
+    if device.type == "cuda" and need <= torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device):
+        return  # fits in PyTorch's own cache: the steady-state call makes no driver query
+    available = available_bytes(device)
+    if available is None or need <= available:
         return
     what = "x" if mode != "decode" else "z"
     size = " x ".join(str(int(n)) for n in shape[2:])
