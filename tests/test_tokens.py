@@ -2,6 +2,7 @@
 
 import math
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -82,3 +83,35 @@ def test_layout_tiles_and_cache_windows():
     # without a cache, tiles of 4 frames are independent and re-based to t = 0
     plain = build_layout(coords, stride=4)
     assert plain.plan.key_index is None and plain.positions[:, 0].tolist() == [0, 1, 2, 3, 0, 1, 2]
+
+
+def test_smooth_patch_borders_softens_only_the_steps_across_patch_borders():
+    from atoken_diffusers.tokens.patchify import smooth_patch_borders
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 3, 4).repeat_interleave(16, -2).repeat_interleave(16, -1)  # blocky: steps only at borders
+    assert smooth_patch_borders(x, (16, 16), 0.0) is x
+    for s in (0.1, 0.5):
+        y = smooth_patch_borders(x, (16, 16), s)
+        for r in (16, 32):  # across row borders, away from the column borders
+            torch.testing.assert_close(y[..., r, 1:15] - y[..., r - 1, 1:15], (1 - 2 * s) * (x[..., r, 1:15] - x[..., r - 1, 1:15]))
+        inside = torch.ones(48, 64, dtype=torch.bool)
+        inside[[0, 15, 16, 31, 32, 47]] = False
+        inside[:, [0, 15, 16, 31, 32, 47, 48, 63]] = False
+        assert torch.equal(y[..., inside], x[..., inside])  # no pixel away from the borders moves
+        torch.testing.assert_close(y.sum(), x.sum())            # each pair keeps its mean
+
+
+def test_deblock_strength_filters_the_decoded_pixels():
+    from atoken_diffusers import AutoencoderAToken
+    from atoken_diffusers.tokens.patchify import smooth_patch_borders
+
+    torch.manual_seed(0)
+    model = AutoencoderAToken.from_preset("tiny").eval()
+    z = torch.randn(1, model.config.latent_channels, 3, 2)
+    with torch.no_grad():
+        plain = model.decode(z).sample
+        model.register_to_config(deblock_strength=0.25)
+        torch.testing.assert_close(model.decode(z).sample, smooth_patch_borders(plain, (16, 16), 0.25))
+    with pytest.raises(ValueError, match="deblock_strength"):
+        AutoencoderAToken.from_preset("tiny", deblock_strength=0.7)

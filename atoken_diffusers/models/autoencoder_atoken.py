@@ -17,7 +17,7 @@ from torch import nn
 from ..layers.pooling_head import AttentionPoolingHead
 from ..layers.position_table import LearnedPositionTable
 from ..quantizers.fsq import FSQ
-from ..tokens.patchify import LATENT_PATCH, grid_to_tokens, pad_to_patches, tokens_to_grid
+from ..tokens.patchify import LATENT_PATCH, grid_to_tokens, pad_to_patches, smooth_patch_borders, tokens_to_grid
 from ..tokens.sparse import SparseTokens
 from ..tokens.temporal_tiles import build_layout, grid_layout
 from ..utils.memory import check_fits, estimate_peak_bytes
@@ -73,6 +73,9 @@ class AutoencoderAToken(StrictLoadingMixin, ModelMixin, ConfigMixin, Autoencoder
         tile_sample_min_size, tile_overlap_factor: spatial tiling after :meth:`enable_tiling`.
         scaling_factor, shift_factor, latents_mean, latents_std: latent normalisation read by pipelines.
         block_out_channels: only its length matters to pipelines (2 ** (len - 1) == 16, the spatial factor).
+        deblock_strength: the decoder's deblocking filter on pixel outputs (:func:`~atoken_diffusers.tokens.patchify.
+            smooth_patch_borders`; 0, the official models': off). Token-level ``decode_tokens`` returns unfiltered
+            patch vectors.
         z_dim, scale_factor_spatial, scale_factor_temporal: derived aliases (latent_channels, 16, 4) kept in the
             config for Wan-style pipelines; leave them unset.
     """
@@ -119,6 +122,7 @@ class AutoencoderAToken(StrictLoadingMixin, ModelMixin, ConfigMixin, Autoencoder
         force_upcast: bool = False,
         sample_size: int = 256,
         z_dim: int | None = None,
+        deblock_strength: float = 0.0,
         scale_factor_spatial: int | None = None,
         scale_factor_temporal: int | None = None,
     ):
@@ -302,13 +306,16 @@ class AutoencoderAToken(StrictLoadingMixin, ModelMixin, ConfigMixin, Autoencoder
         """(B, C, t, h, w) latents -> (B, 3, 4t, 16h, 16w) pixels, the first ``frames`` kept (images: 1, so tiles
         blend one frame, not the 4 of the group)."""
         tile, overlap = options.tile_cells(self.patch_size[1])
+        deblock = self.config.deblock_strength  # tiles start on patch borders: each filters its own, as untiled
+
         if options.tiling and max(z.shape[-2:]) > tile:
 
             def decode_tile(piece, offset):
-                return self._decode_clip_untiled(piece, options, offset, tuple(z.shape[-2:]))[:, :, :frames]
+                pixels = self._decode_clip_untiled(piece, options, offset, tuple(z.shape[-2:]))[:, :, :frames]
+                return smooth_patch_borders(pixels, self.patch_size[1:], deblock)
 
             return blend_tiles(decode_tile, z, tile, overlap, in_scale=1, out_scale=self.patch_size[1])
-        return self._decode_clip_untiled(z, options)[:, :, :frames]
+        return smooth_patch_borders(self._decode_clip_untiled(z, options)[:, :, :frames], self.patch_size[1:], deblock)
 
     def _decode_clip_untiled(self, z: torch.Tensor, options: InferenceOptions, offset=(0, 0), extent=None):
         b, _, t, h, w = z.shape

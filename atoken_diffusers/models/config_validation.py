@@ -103,6 +103,7 @@ AUTOENCODER_SCHEMA: dict[str, Accepts] = {
     "block_out_channels": Accepts("ints", low=1),
     "force_upcast": Accepts("bool"),
     "sample_size": _int(),
+    "deblock_strength": Accepts("number", low=0, high=0.5),
     **{key: _int(optional=True) for key in ("z_dim", "scale_factor_spatial", "scale_factor_temporal")},
 }
 

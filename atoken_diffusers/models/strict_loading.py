@@ -25,10 +25,13 @@ def check_finite_weights(tensors: Mapping[str, torch.Tensor], source: str) -> No
 
     A load-time check, one pass per tensor and one host sync per device: a float32 sum is NaN/Inf when any element
     is (10x faster than ``isfinite().all()``); the rare tensor flagged by an overflowing sum is counted exactly.
+    Quantized tensor subclasses (torchao's) are skipped: they implement few operators, sums not among them.
     """
+    from torch.utils._python_dispatch import is_traceable_wrapper_subclass
+
     sums: dict[torch.device, list[tuple[str, torch.Tensor]]] = {}
     for name, tensor in tensors.items():
-        if tensor.is_floating_point() and tensor.device.type != "meta":
+        if tensor.is_floating_point() and tensor.device.type != "meta" and not is_traceable_wrapper_subclass(tensor):
             sums.setdefault(tensor.device, []).append((name, tensor.sum(dtype=torch.float32).isfinite()))
     flagged = [name for items in sums.values()
                for (name, _), ok in zip(items, torch.stack([flag for _, flag in items]).tolist()) if not ok]

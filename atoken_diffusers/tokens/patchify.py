@@ -86,3 +86,21 @@ def pad_to_patches(x: torch.Tensor, patch: Sequence[int] = PATCH_SIZE) -> torch.
     if dt:
         x = F.pad(x, (0, 0, 0, 0, 0, dt))
     return x
+
+
+def smooth_patch_borders(x: torch.Tensor, patch: Sequence[int], strength: float) -> torch.Tensor:
+    """A deblocking filter (as codecs such as H.264 run after block transforms): the pixel rows and columns either
+    side of every ``patch`` = (ph, pw) border move ``strength`` of the way towards their neighbour across it.
+
+    ``x`` (..., H, W); ``strength`` in [0, 0.5] (0: ``x`` itself, no copy; 0.5: both sides take their mean).
+    A patch decoded mostly from its own latent leaves a step at its borders that the inside of the patch lacks; the
+    filter softens that step by a factor 1 - 2 * strength and leaves every other pixel as it is.
+    """
+    if not strength:
+        return x
+    for dim, p in ((-2, patch[0]), (-1, patch[1])):
+        after = torch.arange(p, x.shape[dim], p, device=x.device)  # first row/column of every patch but the first
+        before, first = x.index_select(dim, after - 1), x.index_select(dim, after)
+        x = x.index_copy(dim, after - 1, torch.lerp(before, first, strength))
+        x = x.index_copy(dim, after, torch.lerp(first, before, strength))
+    return x

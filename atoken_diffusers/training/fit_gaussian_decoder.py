@@ -52,15 +52,18 @@ def splats(decoder, coords: torch.Tensor, feats: torch.Tensor) -> Gaussians:
 
 def fit_gaussian_decoder(decoder, assets: list[SplatAsset], out_dir: str | os.PathLike, steps: int = 300,
                          views_per_step: int = 3, lr: float = 1e-3, seed: int = 0, checkpoint_every: int = 50,
-                         log=print) -> list[float]:
+                         log=print, device: str | torch.device | None = None) -> list[float]:
     """Train ``decoder`` for ``steps`` steps (one asset per step, round robin; random views), resuming from
-    ``out_dir/checkpoint.pt``; the fitted decoder is saved to ``out_dir/final``. Returns the losses of this call."""
+    ``out_dir/checkpoint.pt``; the fitted decoder is saved to ``out_dir/final`` (on the CPU). ``device``: where to
+    train (default: the decoder's; assets move there one step at a time). Returns the losses of this call."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    device = torch.device(device) if device is not None else decoder.device
+    decoder.to(device)
     optimizer = torch.optim.AdamW(decoder.parameters(), lr=lr, weight_decay=0.0)
     start, ckpt = 0, out / "checkpoint.pt"
     if ckpt.is_file():
-        state = torch.load(ckpt, map_location="cpu", weights_only=True)
+        state = torch.load(ckpt, map_location=device, weights_only=True)
         decoder.load_state_dict(state["decoder"])
         optimizer.load_state_dict(state["optimizer"])
         start = state["step"]
@@ -73,8 +76,9 @@ def fit_gaussian_decoder(decoder, assets: list[SplatAsset], out_dir: str | os.Pa
         pick = rng.choice(len(asset.cameras), size=min(views_per_step, len(asset.cameras)), replace=False)
         for group in optimizer.param_groups:  # cosine decay to 10 %; a Python float, so checkpoints load weights-only
             group["lr"] = float(lr * (0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * step / steps))))
-        renders = render_views(splats(decoder, asset.coords, asset.feats), [asset.cameras[i] for i in pick])
-        loss = (renders - asset.targets[torch.as_tensor(pick)]).abs().mean()
+        gaussians = splats(decoder, asset.coords.to(device), asset.feats.to(device))
+        renders = render_views(gaussians, [asset.cameras[i] for i in pick])
+        loss = (renders - asset.targets[torch.as_tensor(pick)].to(device)).abs().mean()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(decoder.parameters(), 1.0)
         optimizer.step()
@@ -86,5 +90,5 @@ def fit_gaussian_decoder(decoder, assets: list[SplatAsset], out_dir: str | os.Pa
             with open(out / "log.jsonl", "a") as f:
                 f.write(json.dumps({"step": step + 1, "loss": float(np.mean(losses[-checkpoint_every:]))}) + "\n")
             log(f"gaussian decoder step {step + 1}/{steps}: L1 {np.mean(losses[-checkpoint_every:]):.4f}")
-    save_atomically(decoder.eval(), out / "final", overwrite=True)
+    save_atomically(decoder.eval().cpu(), out / "final", overwrite=True)
     return losses

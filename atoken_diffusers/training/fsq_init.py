@@ -1,15 +1,16 @@
-"""Start an FSQ model from a trained continuous one with the latent re-coded for 4-level FSQ (the embedded default's
-stage-4 initialisation).
+"""Start an FSQ model from a trained continuous one with the latent re-coded for its FSQ levels (the embedded
+default's stage-4 initialisation).
 
-Quantising every latent channel to 4 levels as it stands wastes the budget: high-variance directions get 4 levels,
-low-variance ones as many. Instead the latent is rotated to its principal directions and each of the 48 FSQ channels
-is given to a direction (greedy, largest error reduction first); a direction that gets k channels is quantised k times
-with offsets spread over one step, so together they resolve it k times finer, and the decoder's input reads the mean
-of the k dequantised values. Both maps are linear, so they fold exactly into the encoder's ``to_moments`` rows and the
-decoder's input projection (its constant part into the decoder's position table); the FSQ fine-tune starts from there.
+Quantising every latent channel as it stands wastes the budget: high-variance directions get as few levels as
+low-variance ones. Instead the latent is rotated to its principal directions and each FSQ channel is given to one
+direction, the channels with the most levels to the directions with the most variance (so a codebook of mixed levels
+such as [16, 8, 4, 2, 2, 2] spends its 12 bits where the variance is). Per direction, the encoder's scale is searched
+and the decoder reads each code through the least-squares affine map back to the direction's value. Both maps are
+linear, so they fold exactly into the encoder's ``to_moments`` rows and the decoder's input projection (its constant
+part into the decoder's position table); the FSQ fine-tune starts from there.
 
-4-level FSQ (``levels`` 4): with the shifted-tanh bound, a channel's decision boundaries sit at
-``-shift + {-1, 0, 1} * atanh(1 / half_l)`` before the bound, evenly spaced.
+The FSQ bound is a shifted tanh, so in the encoder's units a channel's decision boundaries sit at
+``atanh((k + offset) / half_l) - shift``: widening towards the tails, like a compander for a bell-shaped variable.
 """
 
 from __future__ import annotations
@@ -18,53 +19,41 @@ import math
 
 import torch
 
-
-def _fsq_geometry(quantizer) -> tuple[float, float]:
-    """(centre boundary u0, boundary spacing du) of 4-level channels in the quantizer's input units."""
-    levels = quantizer.levels
-    if not bool((levels == 4).all()):
-        raise ValueError(f"FSQ re-coding supports 4-level codebooks only; got levels {levels.tolist()}.")
-    half_l = 3 * (1 + quantizer.eps) / 2
-    shift = math.atanh(0.5 / half_l)
-    return -shift, math.atanh(1.0 / half_l)
+SCALES = torch.linspace(0.05, 3.0, 60)  # encoder gains tried per direction, in units of 1 / (the direction's std)
 
 
-def _quantise(c: torch.Tensor, step: float, k: int) -> torch.Tensor:
-    """The mean of k offset 4-level uniform quantisers of step ``step`` centred on 0 (k = 0: 0)."""
-    if k == 0:
-        return torch.zeros_like(c)
-    out = torch.zeros_like(c)
-    for j in range(k):
-        o = step * (j / k - (k - 1) / (2 * k))
-        out += o + (torch.clamp(torch.floor((c - o) / step), -2, 1) + 0.5) * step
-    return out / k
+def channel_levels(quantizer) -> torch.Tensor:
+    """(latent channels,) levels of every FSQ channel, in latent order."""
+    return quantizer.levels.repeat(quantizer.num_codebooks).long()
 
 
-def allocate(c: torch.Tensor, channels: int) -> tuple[list[int], list[float]]:
-    """Greedy allocation of ``channels`` quantiser channels over the columns of ``c`` (N, d) (centred principal
-    coordinates); returns channels per column and the step of each column (searched per channel count)."""
-    d = c.shape[1]
-    steps_tried = torch.linspace(0.1, 2.5, 49)
-    cache: dict[tuple[int, int], tuple[float, float]] = {}
+def _half_offset_shift(levels: int, eps: float) -> tuple[float, float, float]:
+    """The quantizer's half width, code offset and tanh shift for a channel of ``levels`` levels."""
+    half_l = (levels - 1) * (1 + eps) / 2
+    offset = 0.5 if levels % 2 == 0 else 0.0
+    return half_l, offset, math.atanh(offset / half_l)
 
-    def best(i: int, k: int) -> tuple[float, float]:
-        if (i, k) not in cache:
-            col = c[:, i]
-            if k == 0:
-                cache[(i, k)] = (float(col.pow(2).mean()), 0.0)
-            else:
-                sd = float(col.std().clamp_min(1e-8))
-                trials = [(float((_quantise(col, float(m) * sd / math.sqrt(k), k) - col).pow(2).mean()),
-                           float(m) * sd / math.sqrt(k)) for m in steps_tried]
-                cache[(i, k)] = min(trials)
-        return cache[(i, k)]
 
-    alloc = [0] * d
-    for _ in range(channels):
-        gains = [best(i, alloc[i])[0] - best(i, alloc[i] + 1)[0] for i in range(d)]
-        i = max(range(d), key=gains.__getitem__)
-        alloc[i] += 1
-    return alloc, [best(i, alloc[i])[1] for i in range(d)]
+def quantise(c: torch.Tensor, gain: float, levels: int, eps: float) -> torch.Tensor:
+    """FSQ codes in [-1, 1] of values ``c`` fed to one channel of ``levels`` levels as ``gain * c - shift`` (the
+    quantizer's shift undone, so the cells lie symmetric about 0), without the straight-through part."""
+    half_l, offset, _ = _half_offset_shift(levels, eps)
+    return torch.round((gain * c).tanh() * half_l - offset) / (levels // 2)
+
+
+def fit_direction(c: torch.Tensor, levels: int, eps: float) -> dict:
+    """The best encoder gain for values ``c`` (N,) on one channel of ``levels`` levels, with the decoder's affine
+    read-out (code -> value) fitted by least squares: {"gain", "slope", "intercept", "mse"}."""
+    sd = float(c.std().clamp_min(1e-8))
+    best = None
+    for g in SCALES.tolist():
+        code = quantise(c, g / sd, levels, eps)
+        design = torch.stack([code, torch.ones_like(code)], 1)
+        sol = torch.linalg.lstsq(design, c[:, None]).solution[:, 0]
+        mse = float((design @ sol - c).pow(2).mean())
+        if best is None or mse < best["mse"]:
+            best = {"gain": g / sd, "slope": float(sol[0]), "intercept": float(sol[1]), "mse": mse}
+    return best
 
 
 @torch.no_grad()
@@ -74,43 +63,42 @@ def recode_for_fsq(fsq_model, continuous, features: torch.Tensor) -> dict:
     Args:
         features: (N, D) encoder output features (after the final norm) of representative training tokens.
     Returns:
-        a summary: channels per principal direction, the residual of the constant-feature fit, the latent's total
-        variance and its squared error after the re-coding, on ``features``.
+        a summary: the levels given to each principal direction (largest variance first), the residual of the
+        constant-feature fit, the latent's total variance and its squared error after the re-coding, on
+        ``features``.
     """
     fsq_model.load_state_dict(continuous.state_dict())
     q = fsq_model.quantizer
     if q is None:
         raise ValueError("fsq_model has no quantizer; build it with use_quantizer=True (preset small-d).")
     k = fsq_model.config.latent_channels
-    u0, du = _fsq_geometry(q)
     y = features.double()
     w_mean = continuous.to_moments.weight[:k].double()              # (k, D)
     z = y @ w_mean.t()
     mu = z.mean(0)
     _, vecs = torch.linalg.eigh(torch.cov((z - mu).t()))
     vecs = vecs.flip(1)                                             # principal directions, largest variance first
-    c = ((z - mu) @ vecs).float()
+    c = (z - mu) @ vecs
     # A feature combination that is 1 on every token stands in for the bias to_moments does not have.
     w_one = torch.linalg.lstsq(y, torch.ones(len(y), 1, dtype=y.dtype)).solution[:, 0]
     one_residual = float((y @ w_one - 1).abs().max())
-    alloc, steps = allocate(c, k)
-
-    rows, m_cols, bias = [], [], mu.clone()
-    for i, (count, step) in enumerate(zip(alloc, steps)):
-        if count == 0:
-            continue
-        a = du / step
-        offsets = [step * (j / count - (count - 1) / (2 * count)) for j in range(count)]
-        for o in offsets:  # u = a (c_i - o) + u0, c_i = vecs_i . (W y - mu)
-            rows.append(a * (vecs[:, i] @ w_mean) + (-a * (vecs[:, i] @ mu) - a * o + u0) * w_one)
-            m_cols.append(vecs[:, i] * (2 * step / count))          # code q in {-1, -.5, 0, .5}: cell centre o + (2q + .5) step
-        bias += vecs[:, i] * (sum(offsets) / count + 0.5 * step)
-    fsq_model.to_moments.weight[:k] = torch.stack(rows).to(fsq_model.to_moments.weight.dtype)
-    m = torch.stack(m_cols, 1)                                      # (k, k): codes -> latent
+    levels = channel_levels(q)
+    slots = sorted(range(k), key=lambda s: -int(levels[s]))          # stable: most levels first
+    rows = torch.zeros_like(w_mean)
+    m = torch.zeros(k, k, dtype=y.dtype)                            # codes -> latent
+    bias, coded, given = mu.clone(), 0.0, []
+    for i, s in enumerate(slots):  # direction i (by variance) -> FSQ channel s
+        L = int(levels[s])
+        fit = fit_direction(c[:, i], L, q.eps)
+        shift = _half_offset_shift(L, q.eps)[2]  # u = gain * c_i - shift: cells symmetric about c_i = 0
+        rows[s] = fit["gain"] * (vecs[:, i] @ w_mean) + (-fit["gain"] * (vecs[:, i] @ mu) - shift) * w_one
+        m[:, s] = vecs[:, i] * fit["slope"]
+        bias += vecs[:, i] * fit["intercept"]
+        coded += fit["mse"]
+        given.append(L)
+    fsq_model.to_moments.weight[:k] = rows.to(fsq_model.to_moments.weight.dtype)
     p_old = continuous.decoder.proj_in.weight.double()
     fsq_model.decoder.proj_in.weight.copy_(p_old @ m)
     fsq_model.decoder.pos_table.weight.add_((p_old @ bias).to(fsq_model.decoder.pos_table.weight.dtype))
-
-    coded = sum(float((_quantise(c[:, i], steps[i], alloc[i]) - c[:, i]).pow(2).mean()) for i in range(k))
-    return {"channels_per_direction": alloc, "constant_fit_residual": one_residual,
+    return {"levels_per_direction": given, "constant_fit_residual": one_residual,
             "latent_variance": float(c.pow(2).mean(0).sum()), "latent_mse_recoded": coded}

@@ -122,8 +122,8 @@ def _unit_bytes(model, grid: tuple[int, int, int, int], image: bool, mode: str, 
         padded = (frames_kept if spatial_pad else 0) + (1 if temporal_pad else 0)
         unit_patches = (padded * pixel_element + element) * unit_elements
         output = b * t * h * w * 2 * config.latent_channels * element * (2 if tiled else 1)
-    else:  # the decoder's output rows and their pixel-grid copy; tiles add the float32 blend of the whole output
-        unit_patches = 2 * unit_elements * element
+    else:  # the decoder's output rows and their pixel-grid copy (+ the deblocked copy); tiles add the float32 blend
+        unit_patches = (3 if config.get("deblock_strength") else 2) * unit_elements * element
         kept = patch_dim // pt if image else patch_dim
         output = (b * t * h * w * kept + h * w * s * s) * 4 if tiled else 0  # + the blend weights
     if b > unit[0] or t > unit[1]:  # slicing / temporal chunks gather their outputs into one more tensor

@@ -120,6 +120,11 @@ def evaluate_all(model_dir, discrete_dir=None, gs_dir=None) -> dict:
     model = AutoencoderAToken.from_pretrained(model_dir, torch_dtype=torch.float32).eval()
     report = {"model": Path(model_dir).name, "images_256": evaluate_images(model),
               "images_256_pca48": evaluate_images_pca(), "video": evaluate_video(model)}
+    strength = model.config.get("deblock_strength", 0.0)
+    if strength:  # the decoder's own output beside the deblocked one
+        model.register_to_config(deblock_strength=0.0)
+        report["images_256_raw"] = {k: v for k, v in evaluate_images(model).items() if k != "per_image"}
+        model.register_to_config(deblock_strength=strength)
     if discrete_dir:
         discrete = AutoencoderAToken.from_pretrained(discrete_dir, torch_dtype=torch.float32).eval()
         report["images_256_discrete"] = evaluate_images(discrete, discrete=True)
