@@ -74,12 +74,18 @@ def test_model_started_from_pca_computes_the_pca_codec(photos):
         init_from_pca(model, codec.mean, codec.basis[:, :6])
 
 
-def test_fsq_recoding_beats_quantising_the_latent_as_it_is(photos):
-    train, held = photos
+def _tiny_pca_model(train) -> AutoencoderAToken:
+    """The tiny preset started as PCA-12 of the training views (its 12 latent channels)."""
     codec = PCACodec.fit(torch.cat([to_patches(t) for t in train]), 12)
     torch.manual_seed(0)
-    continuous = AutoencoderAToken.from_preset("tiny").eval()
-    init_from_pca(continuous, codec.mean, codec.basis, scale=codec.scale)
+    model = AutoencoderAToken.from_preset("tiny").eval()
+    init_from_pca(model, codec.mean, codec.basis, scale=codec.scale)
+    return model
+
+
+def test_fsq_recoding_beats_quantising_the_latent_as_it_is(photos):
+    train, held = photos
+    continuous = _tiny_pca_model(train)
     plain = AutoencoderAToken.from_preset("tiny-d").eval()
     plain.load_state_dict(continuous.state_dict())
     recoded = AutoencoderAToken.from_preset("tiny-d").eval()
@@ -95,11 +101,8 @@ def test_fsq_recoding_beats_quantising_the_latent_as_it_is(photos):
 def test_output_refit_lowers_the_error_it_reports_and_deblocking_picks_the_least(photos):
     from atoken_diffusers.training.output_refit import choose_deblock_strength, refit_output_projection
 
-    train, held = photos
-    codec = PCACodec.fit(torch.cat([to_patches(t) for t in train]), 12)
-    torch.manual_seed(0)
-    model = AutoencoderAToken.from_preset("tiny").eval()
-    init_from_pca(model, codec.mean, codec.basis, scale=codec.scale)
+    train, _ = photos
+    model = _tiny_pca_model(train)
     with torch.no_grad():
         model.decoder.proj_out.weight.mul_(0.9)              # a projection short of its optimum
         before = [F.mse_loss(model(t).sample, t).item() for t in train]
