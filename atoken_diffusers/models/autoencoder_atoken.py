@@ -306,7 +306,7 @@ class AutoencoderAToken(StrictLoadingMixin, ModelMixin, ConfigMixin, Autoencoder
         """(B, C, t, h, w) latents -> (B, 3, 4t, 16h, 16w) pixels, the first ``frames`` kept (images: 1, so tiles
         blend one frame, not the 4 of the group)."""
         tile, overlap = options.tile_cells(self.patch_size[1])
-        deblock = self.config.deblock_strength  # tiles start on patch borders: each filters its own, as untiled
+        deblock = self.config.deblock_strength  # a tile filters the borders inside it; the blend covers its edges
 
         if options.tiling and max(z.shape[-2:]) > tile:
 

@@ -10,7 +10,8 @@ linear, so they fold exactly into the encoder's ``to_moments`` rows and the deco
 part into the decoder's position table); the FSQ fine-tune starts from there.
 
 The FSQ bound is a shifted tanh, so in the encoder's units a channel's decision boundaries sit at
-``atanh((k + offset) / half_l) - shift``: widening towards the tails, like a compander for a bell-shaped variable.
+``atanh(t / half_l) - shift`` for evenly spaced t: they widen towards the tails, like a compander for a bell-shaped
+variable (the searched gain sets how much of that range a direction spans).
 """
 
 from __future__ import annotations
