@@ -35,7 +35,7 @@ import torch
 
 from ..utils.atomic import save_atomically, write_atomically
 from . import DEFAULT_DISCRETE_DIR, DEFAULT_GS_DECODER_DIR, DEFAULT_MODEL_DIR, WEIGHTS_DIR
-from .curriculum import CONTINUOUS_STAGE, STAGES
+from .curriculum import CONTINUOUS_STAGE, STAGES, training_photos
 
 TRAIN_MESHES = [("gradio:models3d", n) for n in ("Bunny.obj", "face.obj", "Fox.gltf", "sofia.stl")] + \
                [("pyvista", n) for n in ("airplane.ply", "ant.ply", "nut.ply")]
@@ -73,8 +73,7 @@ def fit_baselines(run_dir: Path) -> Path:
 
     image_pca = run_dir / "pca-48.safetensors"
     stage1 = TrainConfig.from_yaml("embedded_stage1")
-    src = stage1.tasks["image"].source
-    photos = expand_paths(src.paths, "images", src.exclude)
+    photos = training_photos()
     if not image_pca.is_file():
         PCACodec.fit(sample_image_patches(photos), 48).save(image_pca)
     context = run_dir / "context-decoder.safetensors"
@@ -112,14 +111,6 @@ def pack_meshes(out: Path) -> list[Path]:
     return files
 
 
-def _training_photos() -> list[Path]:
-    from ..training.config import TrainConfig
-    from ..utils.media_sets import expand_paths
-
-    src = TrainConfig.from_yaml(f"embedded_stage{CONTINUOUS_STAGE}").tasks["image"].source
-    return expand_paths(src.paths, "images", src.exclude)
-
-
 def _training_clips(count: int = 160, seed: int = 3):
     """``count`` random 8-frame training clips (stage 4's video source), (1, 3, 8, h, w) in [-1, 1]."""
     from ..training.config import TrainConfig
@@ -138,9 +129,10 @@ def finish(model, name: str, views_per_file: int = 6) -> dict:
     from ..training.output_refit import choose_deblock_strength, refit_output_projection
     from .baseline import sample_views
 
-    summary = {"images": refit_output_projection(model, sample_views(_training_photos(), views_per_file, seed=5)),
+    photos = training_photos()
+    summary = {"images": refit_output_projection(model, sample_views(photos, views_per_file, seed=5)),
                "clips": refit_output_projection(model, _training_clips(), frames=slice(1, 4))}
-    best, table = choose_deblock_strength(model, sample_views(_training_photos(), 2, seed=7))
+    best, table = choose_deblock_strength(model, sample_views(photos, 2, seed=7))
     model.register_to_config(deblock_strength=best)
     summary["deblock_strength"] = {"chosen": best, "training_mse": table}
     print(f"{name} model finished:", json.dumps(summary), flush=True)
@@ -230,7 +222,8 @@ def fit_gs_decoder(run_dir: Path, steps: int) -> Path:
         torch.manual_seed(0)
         assets = [prepare_asset(bundled_folder(b) / n) for b, n in TRAIN_MESHES]
         start = time.perf_counter()
-        fit_gaussian_decoder(ATokenGaussianDecoder(**GS_CONFIG), assets, run_dir / "gs", steps=steps)
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        fit_gaussian_decoder(ATokenGaussianDecoder(**GS_CONFIG), assets, run_dir / "gs", steps=steps, device=device)
         (run_dir / "gs" / "seconds.txt").write_text(f"{time.perf_counter() - start:.0f}\n")
     return final
 

@@ -45,17 +45,15 @@ def pack(folder: Path, run_dir: Path) -> None:
     from PIL import Image
     from safetensors.torch import save_file
 
-    from ..training.config import TrainConfig
-    from ..utils.media_sets import expand_paths
     from .build import ensure_photographs, fit_baselines
+    from .curriculum import training_photos
     from .evaluate import held_out_image
     from .held_out import HELD_OUT_IMAGES
 
     ensure_photographs()
     fit_baselines(run_dir)
     (folder / "photos").mkdir(parents=True, exist_ok=True)
-    src = TrainConfig.from_yaml("embedded_stage1").tasks["image"].source
-    for i, f in enumerate(expand_paths(src.paths, "images", src.exclude)):
+    for i, f in enumerate(training_photos()):
         with Image.open(f) as im:
             im = im.convert("RGB")
             im.thumbnail((512, 512), Image.Resampling.LANCZOS)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..utils.atomic import write_atomically
 from . import WEIGHTS_DIR
-from .curriculum import STAGE_DESCRIPTIONS, STAGES
+from .curriculum import STAGE_DESCRIPTIONS, STAGES, training_photos
 
 CARD = """# atoken-small v2 (embedded default of atoken-diffusers)
 
@@ -143,8 +143,6 @@ def _stages(run_dir: Path) -> tuple[str, float]:
 
 def write_card(run_dir: str | Path = "runs/embedded", gs_steps: int = 400, minutes: float | None = None) -> Path:
     from ..models.autoencoder_atoken import AutoencoderAToken
-    from ..training.config import TrainConfig
-    from ..utils.media_sets import expand_paths
     from . import DEFAULT_DISCRETE_DIR, DEFAULT_GS_DECODER_DIR, DEFAULT_MODEL_DIR
     from .evaluate import image_table
 
@@ -153,7 +151,6 @@ def write_card(run_dir: str | Path = "runs/embedded", gs_steps: int = 400, minut
     stages, seconds = _stages(run_dir)
     continuous, discrete = (AutoencoderAToken.load_config(d) for d in (DEFAULT_MODEL_DIR, DEFAULT_DISCRETE_DIR))
     gs_seconds = run_dir / "gs" / "seconds.txt"
-    src = TrainConfig.from_yaml("embedded_stage1").tasks["image"].source
     params = sum(p.numel() for p in AutoencoderAToken.from_pretrained(DEFAULT_MODEL_DIR).parameters()) / 1e6
     cont, pca, fsq = m["images_256"], m["images_256_pca48"], m["images_256_discrete"]
     text = CARD.format(
@@ -167,7 +164,7 @@ def write_card(run_dir: str | Path = "runs/embedded", gs_steps: int = 400, minut
         raw_grid=m.get("images_256_raw", cont)["grid"],
         minutes=round(minutes if minutes is not None else seconds / 60),
         gs_minutes=round(float(gs_seconds.read_text()) / 60) if gs_seconds.is_file() else "18 (v2's fit)",
-        n_images=len(expand_paths(src.paths, "images", src.exclude)))
+        n_images=len(training_photos()))
     return write_atomically(WEIGHTS_DIR / "MODEL_CARD.md", text)
 
 
