@@ -123,6 +123,12 @@ CONFIG_CASES = [
      r"model_channels=4 is invalid: expected an integer >= 6"),
     ("Gaussian decoder: fewer blocks than stored", "gs", {"num_blocks": 1}, ValueError,
      r"weights have 2 blocks under 'blocks' but config num_blocks=1; set num_blocks=2"),
+    ("Gaussian decoder: surfel prior with perturbed offsets", "gs", {"surfel_prior": {}}, ValueError,
+     r"surfel_prior spreads the Gaussians over the surface itself; set perturb_offset=false"),
+    ("Gaussian decoder: surfel prior unknown key", "gs", {"surfel_prior": {"radius": 2}, "perturb_offset": False},
+     ValueError, r"surfel_prior has unknown keys \['radius'\]"),
+    ("Gaussian decoder: surfel prior zero width", "gs", {"surfel_prior": {"normal": 0}, "perturb_offset": False},
+     ValueError, r"surfel_prior tangent and normal are standard deviations in voxels and must be > 0"),
     ("Gaussian decoder: misspelt key", "gs", {"num_gausians": 8}, ValueError,
      r"config key 'num_gausians' is not an ATokenGaussianDecoder setting"),
 ]

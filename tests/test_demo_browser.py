@@ -105,7 +105,7 @@ def test_upload_reconstruct_and_show(browser, url):
     expect(page.locator("#image-slider-fsq img")).to_have_count(2)
     # The scores table: one row per reconstruction of this FSQ model.
     table = page.locator("#image-metrics")
-    for text in ("PSNR (dB)", "SSIM", "latent grid", "continuous", "FSQ tokens", "8 codebooks x 4096 codes"):
+    for text in ("PSNR (dB)", "SSIM", "latent grid", "continuous", "FSQ tokens", "8 codebooks x 131072 codes"):
         expect(table).to_contain_text(text, timeout=10_000)
     ARTIFACTS.mkdir(exist_ok=True)
     shot = ARTIFACTS / "demo_image.png"

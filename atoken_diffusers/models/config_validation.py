@@ -123,6 +123,7 @@ GAUSSIAN_DECODER_SCHEMA: dict[str, Accepts] = {
     "scaling_bias": _POSITIVE,
     "opacity_bias": Accepts("number", low=0, low_open=True, high=1, high_open=True),
     "softcap": Accepts("number", low=0, optional=True),
+    "surfel_prior": Accepts("mapping", optional=True),
 }
 
 
@@ -167,6 +168,19 @@ def _gaussian_decoder_rules(c: Mapping, cls: type) -> list[str]:
     unknown = sorted(set(c["lr"] or {}) - set(cls.default_lr))
     if unknown:
         errors.append(f"lr has unknown keys {unknown}; its keys are {sorted(cls.default_lr)}")
+    prior = c.get("surfel_prior")
+    if prior is not None:
+        unknown = sorted(set(prior) - set(cls.default_surfel))
+        if unknown:
+            errors.append(f"surfel_prior has unknown keys {unknown}; its keys are {sorted(cls.default_surfel)}")
+        if any(prior.get(k, 1) <= 0 for k in ("tangent", "normal")):
+            errors.append(f"surfel_prior tangent and normal are standard deviations in voxels and must be > 0; got "
+                          f"{prior}")
+        if c["perturb_offset"]:
+            errors.append("surfel_prior spreads the Gaussians over the surface itself; set perturb_offset=false")
+        if c["latent_channels"] % 3:
+            errors.append(f"surfel_prior colours surfels with the mean of RGB triples, so latent_channels must be a "
+                          f"multiple of 3; got {c['latent_channels']}")
     return errors
 
 

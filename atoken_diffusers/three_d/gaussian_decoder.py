@@ -5,6 +5,11 @@ sinusoidal absolute positions, pre-norm RMSNorm blocks without biases whose atte
 windows (Swin style, logits soft-capped), a LayerNorm without affine parameters, and a linear head giving 448 raw
 values per voxel. Those are turned into activated Gaussian attributes (sh degree 0) exactly as TRELLIS' ``Gaussian``
 representation does, inside the axis-aligned box [-0.5, 0.5]^3.
+
+``surfel_prior`` (not in the official model) makes the head output corrections to an analytic surfel per voxel
+(``three_d/surfels.py``: centred on the local surface, flat along it, coloured with the mean of the feature's
+non-black pixels), so a decoder with a zero head already renders a solid surface; the embedded decoder uses it (it
+has seen only 7 meshes).
 """
 
 from __future__ import annotations
@@ -27,10 +32,15 @@ from ..layers.windows import window_partition
 from ..models.config_validation import check_config
 from ..models.strict_loading import StrictLoadingMixin
 from ..utils.validation import check_finite, check_tensor, check_voxel_coords
+from .gaussians import quaternion_multiply, rgb_to_sh
+from .surfels import surfels
 
 # Raw values per Gaussian, in the order they are stored per voxel: xyz offset, DC colour, scaling, rotation, opacity.
 GAUSSIAN_ATTRIBUTES = {"xyz": 3, "features_dc": 3, "scaling": 3, "rotation": 4, "opacity": 1}
 DEFAULT_LR = {"xyz": 1.0, "features_dc": 1.0, "opacity": 1.0, "scaling": 1.0, "rotation": 0.1}
+# Surfel prior: standard deviations along / across the surface (voxels), and how far its centre moves from the voxel
+# centre to the occupied neighbours' centroid. Chosen on the 7 training meshes' held-out views (weights/build.py).
+DEFAULT_SURFEL = {"tangent": 0.5, "normal": 0.05, "smoothing": 1.0}
 # Gaussians live in [-0.5, 0.5]^3: unit-cube positions p map to p * AABB_SIZE + AABB_MIN.
 AABB_MIN, AABB_SIZE = -0.5, 1.0
 
@@ -79,6 +89,14 @@ def hammersley_offsets(num_gaussians: int, voxel_size: float) -> torch.Tensor:
     return torch.atanh((points * 2 - 1) / voxel_size)
 
 
+def tangent_spread(num_gaussians: int) -> torch.Tensor:
+    """(G, 3) surfel-frame positions of a voxel's G Gaussians under the surfel prior, in voxels: a 2D Hammersley set
+    in the tangent plane, centred (one Gaussian sits at the surfel's centre), none across the surface."""
+    points = torch.tensor([[g / num_gaussians, _radical_inverse(2, g), 0.0] for g in range(num_gaussians)])
+    points[:, :2] -= points[:, :2].mean(0)
+    return points
+
+
 class ATokenGaussianDecoder(StrictLoadingMixin, ModelMixin, ConfigMixin):
     r"""AToken's Gaussian-splat decoder: (N, latent_channels) voxel features + (N, 4) voxel coordinates -> Gaussians.
 
@@ -95,12 +113,18 @@ class ATokenGaussianDecoder(StrictLoadingMixin, ModelMixin, ConfigMixin):
         scaling_bias: scale of a Gaussian whose raw scaling is 0.
         opacity_bias: opacity of a Gaussian whose raw opacity is 0.
         softcap: attention logits are capped as softcap * tanh(logits / softcap).
+        surfel_prior: None (official) or {"tangent", "normal", "smoothing"} (missing keys: ``DEFAULT_SURFEL``): the
+            raw values become corrections to each voxel's analytic surfel (see the module docstring): offsets in
+            its frame around :func:`tangent_spread`, log-factors of its scales, a rotation after its frame, a colour
+            added to its colour; opacity as without it. Needs ``perturb_offset=False`` and features made of
+            RGB triples.
     """
 
     _supports_gradient_checkpointing = True
     _no_split_modules = ["TransformerBlock"]
     _depth_keys = {"blocks": "num_blocks"}  # for load errors
     default_lr = DEFAULT_LR  # the keys config ``lr`` may set
+    default_surfel = DEFAULT_SURFEL  # the keys config ``surfel_prior`` may set
 
     @register_to_config
     def __init__(
@@ -120,10 +144,14 @@ class ATokenGaussianDecoder(StrictLoadingMixin, ModelMixin, ConfigMixin):
         scaling_bias: float = 4e-3,
         opacity_bias: float = 0.1,
         softcap: float = 30.0,
+        surfel_prior: dict | None = None,
     ):
         super().__init__()
         check_config(type(self), self.config)  # types, ranges and cross-key rules (models/config_validation.py)
         self.register_to_config(lr={**DEFAULT_LR, **(lr or {})})
+        if surfel_prior is not None:
+            self.register_to_config(surfel_prior={**DEFAULT_SURFEL, **surfel_prior})
+            self.register_buffer("surfel_spread", tangent_spread(num_gaussians), persistent=False)
         self.proj_in = nn.Linear(latent_channels, model_channels, bias=False)
         self.blocks = nn.ModuleList(
             TransformerBlock(model_channels, num_heads, mlp_channels, norm="rms", bias=False, softcap=softcap)
@@ -133,6 +161,9 @@ class ATokenGaussianDecoder(StrictLoadingMixin, ModelMixin, ConfigMixin):
         self.proj_out = nn.Linear(model_channels, num_gaussians * sum(GAUSSIAN_ATTRIBUTES.values()))
         # Stored in checkpoints (the official state dict has it) but computed here too, so a fresh model is complete.
         self.register_buffer("offset_perturbation", hammersley_offsets(num_gaussians, voxel_size))
+        if surfel_prior is not None:  # a fresh decoder renders the surfels themselves; training learns corrections
+            nn.init.zeros_(self.proj_out.weight)
+            nn.init.zeros_(self.proj_out.bias)
         self.gradient_checkpointing = False
 
     def forward(self, feats: torch.Tensor, coords: torch.Tensor) -> GaussianDecoderOutput:
@@ -158,14 +189,22 @@ class ATokenGaussianDecoder(StrictLoadingMixin, ModelMixin, ConfigMixin):
             contexts.append(AttentionContext(plan, order=order, inverse=inverse))
         h = run_blocks(self.blocks, h, contexts, checkpoint=checkpoint_function(self))
         raw = self.proj_out(self.norm_out(h)).float()  # Gaussian maths in float32 whatever the model dtype
-        return self.to_gaussians(raw, coords)
+        return self.to_gaussians(raw, coords, feats)
 
-    def to_gaussians(self, raw: torch.Tensor, coords: torch.Tensor) -> GaussianDecoderOutput:
-        """(N, 14 G) float32 raw head output + (N, 4) coordinates -> activated Gaussians (see the output class)."""
+    def to_gaussians(self, raw: torch.Tensor, coords: torch.Tensor,
+                     feats: torch.Tensor | None = None) -> GaussianDecoderOutput:
+        """(N, 14 G) float32 raw head output + (N, 4) coordinates -> activated Gaussians (see the output class).
+        ``feats`` (N, latent_channels), the decoder's input, is needed (for the colours) with ``surfel_prior``."""
         cfg, n, g = self.config, raw.shape[0], self.config.num_gaussians
         # Per voxel the raw values are attribute after attribute, each stored Gaussian-major: (G, width).
         parts = dict(zip(GAUSSIAN_ATTRIBUTES, raw.split([g * w for w in GAUSSIAN_ATTRIBUTES.values()], dim=1)))
         scaled = {k: parts[k].reshape(n * g, w) * cfg.lr[k] for k, w in GAUSSIAN_ATTRIBUTES.items()}
+        opacity_shift = math.log(cfg.opacity_bias / (1 - cfg.opacity_bias))
+        identity = torch.tensor([1.0, 0.0, 0.0, 0.0], device=raw.device)
+        if cfg.surfel_prior is not None:
+            if feats is None:
+                raise ValueError("feats is required with surfel_prior (the surfels' colours come from it).")
+            return self._on_surfels(raw, scaled, coords, feats, opacity_shift, identity)
 
         offset = scaled["xyz"].view(n, g, 3)
         if cfg.perturb_offset:
@@ -174,14 +213,29 @@ class ATokenGaussianDecoder(StrictLoadingMixin, ModelMixin, ConfigMixin):
         xyz = centres[:, None] + torch.tanh(offset) / cfg.resolution * 0.5 * cfg.voxel_size
         # Inverse softplus / logit of the biases, so that a zero raw value gives exactly the bias.
         scale_shift = cfg.scaling_bias + math.log(-math.expm1(-cfg.scaling_bias))
-        opacity_shift = math.log(cfg.opacity_bias / (1 - cfg.opacity_bias))
-        identity = torch.tensor([1.0, 0.0, 0.0, 0.0], device=raw.device)
         return GaussianDecoderOutput(
             raw=raw,
             xyz=xyz.flatten(0, 1) * AABB_SIZE + AABB_MIN,
             features_dc=scaled["features_dc"].view(n * g, 1, 3),
             scaling=torch.sqrt(F.softplus(scaled["scaling"] + scale_shift).square() + cfg.filter_3d**2),
             rotation=F.normalize(scaled["rotation"] + identity, dim=-1),
+            opacity=torch.sigmoid(scaled["opacity"] + opacity_shift),
+        )
+
+    def _on_surfels(self, raw, scaled, coords, feats, opacity_shift, identity) -> GaussianDecoderOutput:
+        """The surfel-prior reading of the scaled raw values (see ``surfel_prior`` in the class docstring)."""
+        cfg, n, g = self.config, raw.shape[0], self.config.num_gaussians
+        prior = surfels(coords, feats, cfg.resolution, **cfg.surfel_prior)
+        local = self.surfel_spread.float() + torch.tanh(scaled["xyz"].view(n, g, 3)) * (0.5 * cfg.voxel_size)
+        xyz = prior["centre"][:, None] + torch.einsum("nij,ngj->ngi", prior["frame"], local) / cfg.resolution
+        scale = prior["scale"].repeat_interleave(g, 0) * torch.exp(scaled["scaling"])
+        turn = F.normalize(scaled["rotation"] + identity, dim=-1)
+        return GaussianDecoderOutput(
+            raw=raw,
+            xyz=xyz.flatten(0, 1) * AABB_SIZE + AABB_MIN,
+            features_dc=(rgb_to_sh(prior["rgb"]).repeat_interleave(g, 0) + scaled["features_dc"]).view(n * g, 1, 3),
+            scaling=torch.sqrt(scale.square() + cfg.filter_3d**2),
+            rotation=F.normalize(quaternion_multiply(prior["quaternion"].repeat_interleave(g, 0), turn), dim=-1),
             opacity=torch.sigmoid(scaled["opacity"] + opacity_shift),
         )
 

@@ -190,6 +190,29 @@ def quaternion_to_matrix(q: torch.Tensor) -> torch.Tensor:
     ], dim=1).reshape(-1, 3, 3)
 
 
+def matrix_to_quaternion(m: torch.Tensor) -> torch.Tensor:
+    """(N, 3, 3) rotation matrices -> (N, 4) unit quaternions (w, x, y, z), the inverse of
+    :func:`quaternion_to_matrix` (up to sign). Each row is built from its largest of 4 w/x/y/z candidates, which
+    keeps it accurate for any rotation (the trace formula alone loses w near 180 degrees)."""
+    m00, m01, m02, m10, m11, m12, m20, m21, m22 = m.flatten(1).unbind(1)
+    diag = torch.stack([1 + m00 + m11 + m22, 1 + m00 - m11 - m22, 1 - m00 + m11 - m22, 1 - m00 - m11 + m22], 1)
+    candidates = torch.stack([
+        torch.stack([diag[:, 0], m21 - m12, m02 - m20, m10 - m01], 1),
+        torch.stack([m21 - m12, diag[:, 1], m01 + m10, m02 + m20], 1),
+        torch.stack([m02 - m20, m01 + m10, diag[:, 2], m12 + m21], 1),
+        torch.stack([m10 - m01, m02 + m20, m12 + m21, diag[:, 3]], 1)], 1)  # (N, 4 candidates, 4)
+    q = torch.gather(candidates, 1, diag.argmax(1)[:, None, None].expand(-1, 1, 4))[:, 0]
+    return q / q.norm(dim=1, keepdim=True)
+
+
+def quaternion_multiply(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Hamilton product of (N, 4) quaternions (w, x, y, z): the rotation ``b`` followed by ``a``."""
+    aw, ax, ay, az = a.unbind(-1)
+    bw, bx, by, bz = b.unbind(-1)
+    return torch.stack([aw * bw - ax * bx - ay * by - az * bz, aw * bx + ax * bw + ay * bz - az * by,
+                        aw * by - ax * bz + ay * bw + az * bx, aw * bz + ax * by - ay * bx + az * bw], -1)
+
+
 def _parse_ply_header(raw: bytes, path: str | os.PathLike) -> tuple[np.dtype, int, int]:
     """-> (vertex record dtype, vertex count, byte offset of the vertex data)."""
     end = raw.find(b"end_header")
