@@ -54,7 +54,7 @@ def surface_frames(coords: torch.Tensor, resolution: int, radius: int = RADIUS) 
     d = offsets.to(torch.float32)
     count = weight.sum(1, keepdim=True)                                       # >= 1: the voxel itself
     centroid = weight @ d / count
-    second = torch.einsum("nk,ki,kj->nij", weight, d, d) / count[..., None]
+    second = (weight @ (d[:, :, None] * d[:, None, :]).flatten(1)).view(-1, 3, 3) / count[..., None]
     cov = second - centroid[:, :, None] * centroid[:, None, :]
     _, vectors = torch.linalg.eigh(cov)                                       # ascending: normal first
     frames = vectors.flip(-1)

@@ -2,12 +2,12 @@
 default's stage-4 initialisation).
 
 Quantising every latent channel as it stands wastes the budget: high-variance directions get as few levels as
-low-variance ones. Instead the latent is rotated to its principal directions and the FSQ channels are handed out greedily,
-the channels with the most levels first, each to the direction whose coding error it lowers most (so a codebook of
-mixed levels such as [128, 16, 4, 2, 2, 2] spends its bits where the variance is). A direction may take several
-channels of the same level count, offset against each other so that their cells interleave: two 2-level channels
-then code a direction in 3 cells, four in 5. Per direction, the encoder's scale is searched and the decoder reads its
-codes through the least-squares affine map back to the direction's value. Both maps are
+low-variance ones. Instead the latent is rotated to its principal directions and the FSQ channels are handed out
+greedily, the channels with the most levels first, each to the direction whose coding error it lowers most (so a
+codebook of mixed levels such as [128, 16, 4, 2, 2, 2] spends its bits where the variance is). A direction may take
+several channels of the same level count, offset against each other so that their cells interleave: two 2-level
+channels then code a direction in 3 cells, four in 5. Per direction, the encoder's scale is searched and the decoder
+reads its codes through the least-squares affine map back to the direction's value. Both maps are
 linear, so they fold exactly into the encoder's ``to_moments`` rows and the decoder's input projection (its constant
 part into the decoder's position table); the FSQ fine-tune starts from there.
 

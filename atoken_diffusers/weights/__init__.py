@@ -1,7 +1,7 @@
 """The embedded default: ``atoken-small`` (continuous, 48 channels), ``atoken-small-d`` (the same after an FSQ
 fine-tune, 8 x 131072-way tokens) and ``atoken-small-gs`` (its Gaussian-splat decoder: surfels), trained by this
-project (stage 1 on a GPU, the rest on CPU) from media that installed packages carry (see MODEL_CARD.md; rebuilt by ``python -m atoken_diffusers.weights.build``).
-Entry points that accept "the embedded default" ask the functions below."""
+project (stage 1 on a GPU, the rest on CPU) from media that installed packages carry (see MODEL_CARD.md; rebuilt
+by ``python -m atoken_diffusers.weights.build``). Entry points that accept "the embedded default" ask the functions below."""
 
 from __future__ import annotations
 

@@ -96,12 +96,12 @@ corrections to it and ships at zero.
   that their cells interleave (two 2-level channels: 3 cells). Per direction the encoder's gain is searched and the
   decoder reads the codes through a least-squares affine map; both fold exactly into the encoder's and decoder's
   projections. Levels {levels} per codebook ({codes} codes). Before the fine-tune, on the held-out photos,
-  12 bits per codebook: [4]*6 18.6 dB, [16,8,4,2,2,2] 23.2, [64,4,2,2,2,2] 24.1 (24.4 with shared channels; after fine-tune and
-  finish 24.5, 4.5 dB below the continuous model); 16 bits [128,16,4,2,2,2] 25.7 (26.0 after, a 3.05 dB gap);
-  17 bits [128,32,4,2,2,2] 25.9; 18 bits [256,32,4,2,2,2] 26.0. The shipped 17 bits per codebook are the fewest
-  measured within 3 dB. Only the decoder is fine-tuned (the encoder side frozen: letting it move made the loss
-  explode within 25 steps, at lr 2e-5 too; 1600 decoder steps added 0.08 dB at 16 bits). Then the same closed-form
-  finish (deblocking strength {fsq_deblock}).
+  12 bits per codebook: [4]*6 18.6 dB, [16,8,4,2,2,2] 23.2, [64,4,2,2,2,2] 24.1 (24.4 with shared channels; after
+  fine-tune and finish 24.5, 4.5 dB below the continuous model); 16 bits [128,16,4,2,2,2] 25.7 (26.0 after, a
+  3.05 dB gap); 17 bits [128,32,4,2,2,2] 25.9; 18 bits [256,32,4,2,2,2] 26.0. The shipped 17 bits per codebook are
+  the fewest measured within 3 dB. Only the decoder is fine-tuned (the encoder side frozen: letting it move made
+  the loss explode within 25 steps, at lr 2e-5 too; 1600 decoder steps added 0.08 dB at 16 bits). Then the same
+  closed-form finish (deblocking strength {fsq_deblock}).
 - Gaussian decoder: the surfel prior with a zero head ({gs_steps} fitting steps). Its settings are the best of a
   small sweep on the 7 training meshes' views between their packing views (mean 3D PSNR through atoken-small, with
   plain-mean colours: 24.59 dB; tangent 0.4 / 0.6 voxel 24.44 / 24.38, normal 0.1 24.48, centroid shift 0.5 / 1.5
