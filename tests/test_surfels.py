@@ -10,7 +10,12 @@ import torch
 
 from atoken_diffusers.three_d.camera import sphere_cameras
 from atoken_diffusers.three_d.gaussian_decoder import ATokenGaussianDecoder
-from atoken_diffusers.three_d.gaussians import matrix_to_quaternion, quaternion_multiply, quaternion_to_matrix
+from atoken_diffusers.three_d.gaussians import (
+    Gaussians,
+    matrix_to_quaternion,
+    quaternion_multiply,
+    quaternion_to_matrix,
+)
 from atoken_diffusers.three_d.rasterizer import render_gaussians
 from atoken_diffusers.three_d.surfels import surface_frames, surfels
 
@@ -86,8 +91,6 @@ def test_zero_head_gives_the_surfels_and_a_solid_sphere():
     assert torch.allclose(out.opacity, torch.tensor(0.99))
     # Rendered, the sheet of surfels is opaque: no see-through gaps inside the silhouette.
     camera = sphere_cameras(1, size=64)[0]
-    from atoken_diffusers.three_d.gaussians import Gaussians
-
     alpha = render_gaussians(Gaussians(out.xyz, out.features_dc[:, 0], out.scaling, out.rotation, out.opacity),
                              camera, background=(0, 0, 0)).alpha[0]
     centre = alpha[24:40, 24:40]                                            # well inside the disc's silhouette

@@ -225,16 +225,18 @@ def fit_gs_decoder(run_dir: Path, steps: int) -> Path:
     from ..utils.media_sets import bundled_folder
 
     final = run_dir / "gs" / "final"
-    if not (final / "config.json").is_file() and steps == 0:
-        torch.manual_seed(0)
-        save_atomically(ATokenGaussianDecoder(**GS_CONFIG), final)
-    if not (final / "config.json").is_file():
-        torch.manual_seed(0)
-        assets = [prepare_asset(bundled_folder(b) / n) for b, n in TRAIN_MESHES]
-        start = time.perf_counter()
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-        fit_gaussian_decoder(ATokenGaussianDecoder(**GS_CONFIG), assets, run_dir / "gs", steps=steps, device=device)
-        (run_dir / "gs" / "seconds.txt").write_text(f"{time.perf_counter() - start:.0f}\n")
+    if (final / "config.json").is_file():
+        return final
+    torch.manual_seed(0)
+    decoder = ATokenGaussianDecoder(**GS_CONFIG)
+    if steps == 0:
+        save_atomically(decoder, final)
+        return final
+    assets = [prepare_asset(bundled_folder(b) / n) for b, n in TRAIN_MESHES]
+    start = time.perf_counter()
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    fit_gaussian_decoder(decoder, assets, run_dir / "gs", steps=steps, device=device)
+    (run_dir / "gs" / "seconds.txt").write_text(f"{time.perf_counter() - start:.0f}\n")
     return final
 
 
